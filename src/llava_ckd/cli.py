@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ def _make_data(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from llava_ckd.train.stage import load_stage_config, run_stage
+    from llava_ckd.config import load_stage_config
+    from llava_ckd.train.stage import run_stage
 
     run_stage(load_stage_config(Path(args.config), overrides=args.set))
 
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
     except KeyboardInterrupt:

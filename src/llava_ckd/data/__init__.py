@@ -1,0 +1,1 @@
+"""LLaVA conversation data -> model inputs; the synthetic shapes benchmark."""

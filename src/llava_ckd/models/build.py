@@ -1,0 +1,117 @@
+"""Build LLaVA-style VLMs as Hugging Face models: load a checkpoint, compose vision + LLM, or a tiny preset.
+
+Whatever way a model is made, it is a `transformers` model with a processor, saved with
+`save_pretrained` and reloaded with plain `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    CLIPImageProcessorPil,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+    SiglipImageProcessorPil,
+)
+
+from llava_ckd.models.presets import IMAGE_SIZE, preset_config
+from llava_ckd.models.tokenizer import IMAGE_TOKEN
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def image_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no {IMAGE_TOKEN} token")
+    return token_id
+
+
+def llava_processor(config: LlavaConfig, tokenizer: PreTrainedTokenizerBase, image_processor) -> LlavaProcessor:
+    """A processor whose `<image>` expansion matches the model's number of image features."""
+    has_cls = config.vision_config.model_type == "clip_vision_model"
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1 if has_cls else 0,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def build_preset(name: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> tuple[PreTrainedModel, LlavaProcessor]:
+    """A randomly initialised tiny preset (see `presets.py`) for `tokenizer`."""
+    config = preset_config(name, len(tokenizer), image_token_id(tokenizer), tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    if config.vision_config.model_type == "clip_vision_model":
+        image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                                crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    else:
+        image_processor = SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return model.eval(), llava_processor(config, tokenizer, image_processor)
+
+
+def load_vlm(name_or_path: str | Path, dtype: str = "fp32") -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Any image-text-to-text checkpoint (LLaVA, LLaVA-OneVision, Qwen2-VL, ...): hub id or local folder."""
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=DTYPES[dtype])
+    processor = AutoProcessor.from_pretrained(name_or_path)
+    return model.eval(), processor
+
+
+def compose_vlm(
+    vision: str | Path,
+    llm: str | Path,
+    vision_feature_layer: int = -2,
+    dtype: str = "fp32",
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """TinyLLaVA-style: a vision encoder checkpoint + an LLM checkpoint + a fresh 2-layer GELU projector.
+
+    `vision` may be a full CLIP/SigLIP checkpoint (its vision half is taken) or a vision-only one.
+    The `<image>` token is added to the LLM's tokenizer when missing (the embeddings grow by one row).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(llm)
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    language_model = AutoModelForCausalLM.from_pretrained(llm, dtype=DTYPES[dtype])
+    if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
+        language_model.resize_token_embeddings(len(tokenizer))
+
+    vision_config = AutoConfig.from_pretrained(vision)
+    vision_config = getattr(vision_config, "vision_config", vision_config)
+    vision_tower = AutoModel.from_pretrained(vision, config=vision_config, dtype=DTYPES[dtype])
+    has_cls = vision_config.model_type == "clip_vision_model"
+    grid_tokens = (vision_config.image_size // vision_config.patch_size) ** 2
+
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=language_model.config,
+        image_token_index=image_token_id(tokenizer),
+        image_seq_length=grid_tokens,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default" if has_cls else "full",
+        vision_feature_layer=vision_feature_layer,
+        tie_word_embeddings=language_model.config.tie_word_embeddings,
+    )
+    model = LlavaForConditionalGeneration(config).to(DTYPES[dtype])
+    model.model.vision_tower.load_state_dict(vision_tower.state_dict())
+    model.model.language_model.load_state_dict(language_model.model.state_dict())
+    model.lm_head.load_state_dict(language_model.lm_head.state_dict())
+    if tokenizer.chat_template is None:
+        raise ValueError(f"LLM tokenizer {llm!s} has no chat template; use an instruct/chat checkpoint")
+    processor = llava_processor(config, tokenizer, AutoImageProcessor.from_pretrained(vision, use_fast=False))
+    return model.eval(), processor

@@ -1,0 +1,35 @@
+"""The three parts of a VLM (vision tower, projector, LLM) and which of them a stage trains."""
+
+from __future__ import annotations
+
+from torch import nn
+
+PARTS = ("vision", "projector", "llm")
+
+# Parameter-name prefixes per part, for the VLM families whose training we support.
+_PREFIXES = {
+    "vision": ("model.vision_tower.", "model.visual.blocks.", "model.visual.patch_embed."),
+    "projector": ("model.multi_modal_projector.", "model.visual.merger."),
+    "llm": ("model.language_model.", "lm_head."),
+}
+
+
+def part_of(parameter_name: str) -> str:
+    for part, prefixes in _PREFIXES.items():
+        if parameter_name.startswith(prefixes):
+            return part
+    raise ValueError(f"parameter {parameter_name!r} belongs to no known part ({', '.join(PARTS)})")
+
+
+def set_trainable(model: nn.Module, parts: set[str] | list[str]) -> dict[str, int]:
+    """Train exactly `parts`, freeze the rest; returns the trainable parameter count per part."""
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown model parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    trainable = dict.fromkeys(PARTS, 0)
+    for name, parameter in model.named_parameters():
+        part = part_of(name)
+        parameter.requires_grad_(part in parts)
+        if part in parts:
+            trainable[part] += parameter.numel()
+    return trainable

@@ -1,0 +1,113 @@
+"""One training stage = one Hugging Face `Trainer` run, resumable, ending in a `save_pretrained` folder.
+
+Layout of a stage's output directory:
+    checkpoint-N/     Trainer checkpoints (model, optimizer, scheduler, RNG, data position)
+    runs/             TensorBoard logs
+    data_report.json  samples kept, truncated and skipped (with reasons)
+    final/            the trained model + processor + stage.yaml (the resolved config) + metrics.json
+A stage whose `final/` exists with the same config is not run again; one with checkpoints resumes
+from the last of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import yaml
+from transformers import Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from llava_ckd.config import StageConfig
+from llava_ckd.data.collator import Collator, ConversationDataset
+from llava_ckd.data.conversations import load_conversations
+from llava_ckd.models.load import model_from_source
+from llava_ckd.models.parts import set_trainable
+
+log = logging.getLogger(__name__)
+
+FINAL = "final"
+CONFIG_FILE = "stage.yaml"
+
+
+def resolved_config_text(config: StageConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
+
+
+def finished(config: StageConfig) -> bool:
+    saved = config.output_dir / FINAL / CONFIG_FILE
+    return saved.is_file() and saved.read_text() == resolved_config_text(config)
+
+
+def training_arguments(config: StageConfig) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(config.output_dir),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        lr_scheduler_type=config.schedule,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to=["tensorboard"],
+        remove_unused_columns=False,
+        dataloader_num_workers=config.dataloader_workers,
+        dataloader_pin_memory=False,
+    )
+
+
+def save_final(trainer: Trainer, processor, config: StageConfig, metrics: dict) -> Path:
+    """Write `final/` through a temporary folder, so a kill during the save never leaves half a model."""
+    final = config.output_dir / FINAL
+    staging = config.output_dir / (FINAL + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    processor.save_pretrained(staging)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (staging / CONFIG_FILE).write_text(resolved_config_text(config))
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return final
+
+
+def run_stage(config: StageConfig) -> Path:
+    """Train one stage (or find it finished) and return the folder of its final model."""
+    final = config.output_dir / FINAL
+    if finished(config):
+        log.info("stage %s already finished: %s", config.output_dir, final)
+        return final
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    model, processor = model_from_source(config.model, seed=config.seed)
+    trainable = set_trainable(model, config.trained_parts)
+    log.info("training %s: %s", ", ".join(config.trained_parts), trainable)
+
+    samples, report = load_conversations(config.data.conversations, config.data.images, processor,
+                                         config.data.max_length)
+    (config.output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+
+    trainer = Trainer(
+        model=model.train(),
+        args=training_arguments(config),
+        train_dataset=ConversationDataset(samples),
+        data_collator=Collator(processor, processor.tokenizer.pad_token_id, cache_images=len(samples)),
+        processing_class=processor,
+    )
+    last_checkpoint = get_last_checkpoint(str(config.output_dir))
+    if last_checkpoint:
+        log.info("resuming from %s", last_checkpoint)
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    metrics = dict(result.metrics, samples_kept=report.kept, samples_skipped=sum(report.skipped.values()),
+                   global_step=trainer.state.global_step)
+    return save_final(trainer, processor, config, metrics)
