@@ -148,7 +148,8 @@ class ConversationEncoder:
             raise SkipSample("no assistant (gpt) turn")
         placeholders = sum(m["content"].count(IMAGE_TOKEN) for m in messages)
         if placeholders > n_images:
-            raise SkipSample(f"more {IMAGE_TOKEN} placeholders than images", f"{placeholders} placeholders, {n_images} image(s)")
+            raise SkipSample(f"more {IMAGE_TOKEN} placeholders than images",
+                             f"{placeholders} placeholders, {n_images} image(s)")
         if placeholders < n_images:  # LLaVA convention: the image goes before the first question
             first_user = next(m for m in messages if m["role"] == "user")
             first_user["content"] = (IMAGE_TOKEN + "\n") * (n_images - placeholders) + first_user["content"]

@@ -53,7 +53,9 @@ def llava_processor(config: LlavaConfig, tokenizer: PreTrainedTokenizerBase, ima
     )
 
 
-def build_preset(name: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> tuple[PreTrainedModel, LlavaProcessor]:
+def build_preset(
+    name: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0
+) -> tuple[PreTrainedModel, LlavaProcessor]:
     """A randomly initialised tiny preset (see `presets.py`) for `tokenizer`."""
     config = preset_config(name, len(tokenizer), image_token_id(tokenizer), tokenizer.pad_token_id)
     torch.manual_seed(seed)

@@ -25,6 +25,7 @@ from llava_ckd.data.collator import Collator, ConversationDataset
 from llava_ckd.data.conversations import load_conversations
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import set_trainable
+from llava_ckd.train.trainer import StageTrainer
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def run_stage(config: StageConfig) -> Path:
                                          config.data.max_length)
     (config.output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
-    trainer = Trainer(
+    trainer = StageTrainer(
         model=model.train(),
         args=training_arguments(config),
         train_dataset=ConversationDataset(samples),

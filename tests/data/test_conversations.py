@@ -1,0 +1,137 @@
+import json
+
+import pytest
+
+from llava_ckd.data.collator import Collator
+from llava_ckd.data.conversations import IGNORE_INDEX, DataError, load_conversations
+from llava_ckd.models import build_preset
+from tests.conftest import colour_records, write_dataset
+
+
+@pytest.fixture(scope="module")
+def processor(tokenizer):
+    return build_preset("tiny-student", tokenizer)[1]
+
+
+def load(path, processor, max_length=128):
+    return load_conversations(path, path.parent / "images", processor, max_length)
+
+
+def answer_texts(sample, tokenizer):
+    """The labelled tokens, decoded run by run."""
+    runs, current = [], []
+    for label in sample.labels:
+        if label == IGNORE_INDEX:
+            if current:
+                runs.append(tokenizer.decode(current))
+            current = []
+        else:
+            current.append(label)
+    if current:
+        runs.append(tokenizer.decode(current))
+    return runs
+
+
+def test_labels_cover_exactly_the_assistant_turns(tmp_path, processor):
+    samples, report = load(write_dataset(tmp_path, colour_records(4)), processor)
+    assert report.kept == 4 and not report.skipped
+    sample = samples[1]  # green
+    assert answer_texts(sample, processor.tokenizer) == ["green<|im_end|>", "no<|im_end|>"]
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert sample.input_ids.count(image_id) == 16
+    assert sample.images == [tmp_path / "images" / "1.png"]
+
+
+def test_text_only_sample_and_collated_batch(tmp_path, processor):
+    records = colour_records(2) + [{"id": "text", "conversations": [
+        {"from": "system", "value": "You are a helpful assistant."},
+        {"from": "human", "value": "How many objects are there?"},
+        {"from": "gpt", "value": "3"}]}]
+    samples, _ = load(write_dataset(tmp_path, records), processor)
+    assert samples[2].images == []
+    assert answer_texts(samples[2], processor.tokenizer) == ["3<|im_end|>"]
+
+    batch = Collator(processor, processor.tokenizer.pad_token_id)(samples)
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)  # only the two samples with images
+    lengths = [len(s.input_ids) for s in samples]
+    assert batch["input_ids"].shape == (3, max(lengths))
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_image_without_placeholder_is_put_before_the_first_question(tmp_path, processor):
+    record = colour_records(1)[0]
+    record["conversations"][0]["value"] = "What colour is the image?"
+    samples, _ = load(write_dataset(tmp_path, [record]), processor)
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert samples[0].input_ids.count(image_id) == 16
+
+
+def bad_records():
+    no_answer = colour_records(1)[0] | {"id": "no-answer"}
+    no_answer["conversations"] = no_answer["conversations"][:1]
+    two_placeholders = colour_records(1)[0] | {"id": "two-placeholders"}
+    two_placeholders["conversations"] = [dict(two_placeholders["conversations"][0]),
+                                         *two_placeholders["conversations"][1:]]
+    two_placeholders["conversations"][0]["value"] = "<image>\n<image>\nWhat colour is the image?"
+    missing_image = colour_records(1)[0] | {"id": "missing-image", "image": "nowhere.png"}
+    return [no_answer, two_placeholders, missing_image]
+
+
+def test_bad_samples_are_skipped_counted_and_named(tmp_path, processor):
+    records = colour_records(3) + bad_records()
+    path = write_dataset(tmp_path, records)
+    (tmp_path / "images" / "nowhere.png").unlink()
+    (tmp_path / "images" / "2.png").write_bytes(b"not a png")
+    samples, report = load(path, processor)
+
+    assert [s.sample_id for s in samples] == ["s0", "s1"]
+    assert report.skipped == {
+        "no assistant (gpt) turn": 1,
+        "more <image> placeholders than images": 1,
+        "image not found": 1,
+        "unreadable image": 1,
+    }
+    summary = report.summary()
+    for sample_id in ("no-answer", "two-placeholders", "missing-image", "s2"):
+        assert f"sample {sample_id} ({path}[" in summary
+    assert "nowhere.png" in summary
+    assert json.loads(json.dumps(report.to_dict()))["kept"] == 2
+
+
+def test_long_samples_are_truncated_when_an_answer_survives_else_dropped(tmp_path, processor):
+    long_question = "What colour is the image? " * 40
+    keeps_first_answer = colour_records(1)[0] | {"id": "keeps"}
+    keeps_first_answer["conversations"] = [*keeps_first_answer["conversations"][:2],
+                                           {"from": "human", "value": long_question},
+                                           {"from": "gpt", "value": "no"}]
+    loses_answer = colour_records(1)[0] | {"id": "loses"}
+    loses_answer["conversations"] = [{"from": "human", "value": "<image>\n" + long_question},
+                                     {"from": "gpt", "value": "red"}]
+    samples, report = load(write_dataset(tmp_path, [keeps_first_answer, loses_answer]), processor, max_length=64)
+    assert [s.sample_id for s in samples] == ["keeps"]
+    assert len(samples[0].input_ids) == 64 and samples[0].truncated
+    assert answer_texts(samples[0], processor.tokenizer) == ["red<|im_end|>"]
+    assert report.truncated == 1
+    assert report.skipped == {"too long: no answer token before max_length": 1}
+
+
+def test_malformed_json_names_file_line_and_column(tmp_path, processor):
+    path = tmp_path / "broken.json"
+    path.write_text('[\n  {"id": "a", "conversations": []},\n  {"id": "b" "conversations": []}\n]')
+    with pytest.raises(DataError, match=r"broken.json, line 3 column 14: malformed JSON"):
+        load(path, processor)
+
+
+def test_malformed_jsonl_line_is_named(tmp_path, processor):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(colour_records(1)[0]) + "\n{oops\n")
+    with pytest.raises(DataError, match=r"data.jsonl, line 2: malformed JSON"):
+        load(path, processor)
+
+
+def test_a_file_with_no_usable_sample_is_an_error(tmp_path, processor):
+    with pytest.raises(DataError, match="no usable sample"):
+        load(write_dataset(tmp_path, bad_records()[:2]), processor)
+    with pytest.raises(DataError, match="data file not found"):
+        load(tmp_path / "absent.json", processor)

@@ -1,0 +1,144 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText, Trainer
+
+from llava_ckd.config import ConfigError, StageConfig, load_stage_config
+from llava_ckd.train.stage import run_stage
+
+
+def stage_dict(dataset, tokenizer_dir, output_dir, **overrides):
+    config = {
+        "kind": "sft",
+        "model": {"preset": "tiny-student", "tokenizer": str(tokenizer_dir)},
+        "data": {"conversations": str(dataset), "images": str(dataset.parent / "images"), "max_length": 64},
+        "output_dir": str(output_dir),
+        "train": ["vision", "projector", "llm"],
+        "learning_rate": 3e-3,
+        "batch_size": 8,
+        "max_steps": 6,
+        "save_steps": 3,
+        "logging_steps": 2,
+    }
+    return config | overrides
+
+
+def weights(final_dir):
+    return load_file(final_dir / "model.safetensors")
+
+
+def test_stage_trains_saves_a_reloadable_model_and_is_not_rerun(colour_dataset, tokenizer_dir, tmp_path):
+    config = StageConfig.model_validate(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "run"))
+    final = run_stage(config)
+
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["global_step"] == 6 and metrics["samples_kept"] == 64
+    assert yaml.safe_load((final / "stage.yaml").read_text())["max_steps"] == 6
+    assert AutoModelForImageTextToText.from_pretrained(final).config.image_seq_length == 16
+    assert list((tmp_path / "run" / "runs").iterdir()), "TensorBoard logs"
+
+    stamp = (final / "model.safetensors").stat().st_mtime_ns
+    assert run_stage(config) == final
+    assert (final / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_pretrain_stage_changes_only_the_projector(colour_dataset, tokenizer_dir, tmp_path):
+    first = run_stage(StageConfig.model_validate(
+        stage_dict(colour_dataset, tokenizer_dir, tmp_path / "a", kind="pretrain", train=None, max_steps=1)))
+    second = run_stage(StageConfig.model_validate(
+        stage_dict(colour_dataset, tokenizer_dir, tmp_path / "b", kind="pretrain", train=None, max_steps=4,
+                   model={"path": str(first)})))
+    before, after = weights(first), weights(second)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all("multi_modal_projector." in name for name in changed)
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
+    colour_dataset, tokenizer_dir, tmp_path, monkeypatch
+):
+    reference = weights(run_stage(StageConfig.model_validate(
+        stage_dict(colour_dataset, tokenizer_dir, tmp_path / "reference"))))
+
+    config = StageConfig.model_validate(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "interrupted"))
+    original_step = Trainer.training_step
+
+    def crash_after_step_four(self, *args, **kwargs):
+        if self.state.global_step == 4:
+            raise KeyboardInterrupt
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", crash_after_step_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config)
+    monkeypatch.setattr(Trainer, "training_step", original_step)
+    assert sorted(p.name for p in config.output_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+
+    resumed_steps = []
+
+    def record_step(self, *args, **kwargs):
+        resumed_steps.append(self.state.global_step)
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", record_step)
+    final = run_stage(config)
+    assert resumed_steps == [3, 4, 5]
+    resumed = weights(final)
+    for name, tensor in reference.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+
+
+def test_config_errors_name_the_file_and_field(tmp_path, colour_dataset, tokenizer_dir):
+    path = tmp_path / "stage.yaml"
+    path.write_text(yaml.safe_dump(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "run", lr=0.1)))
+    with pytest.raises(ConfigError, match=r"stage.yaml: invalid configuration\n  lr: Extra inputs"):
+        load_stage_config(path)
+    path.write_text(yaml.safe_dump(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "run",
+                                              model={"preset": "tiny-student"})))
+    with pytest.raises(ConfigError, match="model: Value error, a preset needs a tokenizer folder"):
+        load_stage_config(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_stage_config(tmp_path / "absent.yaml")
+    path.write_text(yaml.safe_dump(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "run")))
+    assert load_stage_config(path, ["max_steps=9", "data.max_length=32"]).data.max_length == 32
+
+
+@pytest.mark.slow
+def test_sigkilled_training_command_resumes_and_ends_with_the_uninterrupted_weights(
+    colour_dataset, tokenizer_dir, tmp_path
+):
+    def config_file(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(stage_dict(colour_dataset, tokenizer_dir, tmp_path / name,
+                                                  max_steps=60, save_steps=10)))
+        return path
+
+    command = [sys.executable, "-m", "llava_ckd.cli", "train"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([*command, str(config_file("reference"))], check=True, env=env, capture_output=True)
+
+    killed = config_file("killed")
+    process = subprocess.Popen([*command, str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (tmp_path / "killed" / "checkpoint-30" / "trainer_state.json").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "final").exists()
+
+    resumed = subprocess.run([*command, str(killed)], check=True, env=env, capture_output=True, text=True)
+    assert "resuming from" in resumed.stderr
+    state = json.loads((tmp_path / "killed" / "final" / "metrics.json").read_text())
+    assert state["global_step"] == 60
+    reference, result = weights(tmp_path / "reference" / "final"), weights(tmp_path / "killed" / "final")
+    for name, tensor in reference.items():
+        torch.testing.assert_close(result[name], tensor, rtol=0, atol=0)
