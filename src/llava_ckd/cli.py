@@ -9,10 +9,15 @@ from pathlib import Path
 
 
 def _make_data(args: argparse.Namespace) -> None:
+    from llava_ckd.data.conversations import conversation_corpus
     from llava_ckd.data.synthetic import SyntheticSpec, write_benchmark
+    from llava_ckd.models.tokenizer import train_tokenizer
 
-    write_benchmark(Path(args.out), SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val,
-                                                   n_test=args.test, n_captions=args.captions))
+    out = Path(args.out)
+    write_benchmark(out, SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val,
+                                       n_test=args.test, n_captions=args.captions))
+    corpus = conversation_corpus([out / "train" / "train.json", out / "train" / "captions.json"])
+    train_tokenizer(corpus).save_pretrained(out / "tokenizer")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -20,6 +25,36 @@ def _train(args: argparse.Namespace) -> None:
     from llava_ckd.train.stage import run_stage
 
     run_stage(load_stage_config(Path(args.config), overrides=args.set))
+
+
+def _score(args: argparse.Namespace) -> None:
+    import json
+
+    from llava_ckd.eval.answers import read_answers
+    from llava_ckd.eval.files import EvalDataError
+    from llava_ckd.eval.registry import UnknownBenchmarkError, get_benchmark
+
+    try:
+        benchmark = get_benchmark(args.benchmark)
+        result = benchmark.score(Path(args.data), read_answers(Path(args.answers)))
+    except (EvalDataError, UnknownBenchmarkError) as err:
+        sys.exit(f"error: {err}")
+    print(benchmark.render(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from llava_ckd.eval.answers import read_answers
+    from llava_ckd.eval.files import EvalDataError
+    from llava_ckd.eval.registry import UnknownBenchmarkError
+    from llava_ckd.eval.submission import write_submission
+
+    try:
+        answers = read_answers(Path(args.answers))
+        print(write_submission(args.benchmark, Path(args.data), answers, Path(args.out)))
+    except (EvalDataError, UnknownBenchmarkError) as err:
+        sys.exit(f"error: {err}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set max_steps=10 (repeatable)")
     train.set_defaults(handler=_train)
+
+    score = commands.add_parser("score", help="score a LLaVA answer file with a benchmark's official rules")
+    score.add_argument("benchmark", help="pope, mme, scienceqa, gqa, textvqa, vizwiz, vqav2, mmbench, ...")
+    score.add_argument("--data", required=True, help="the benchmark's folder (questions, ground truth)")
+    score.add_argument("--answers", required=True, help="answer file, one JSON line per question")
+    score.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    score.set_defaults(handler=_score)
+
+    convert = commands.add_parser("convert", help="write the submission file of a server-scored benchmark")
+    convert.add_argument("benchmark", help="vqav2, vizwiz, gqa, mmbench or mmbench-cn")
+    convert.add_argument("--data", required=True, help="the benchmark's folder")
+    convert.add_argument("--answers", required=True, help="answer file, one JSON line per question")
+    convert.add_argument("--out", required=True, help="submission file (.json; .tsv for MMBench)")
+    convert.set_defaults(handler=_convert)
 
     return parser
 

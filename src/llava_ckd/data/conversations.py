@@ -226,3 +226,14 @@ def load_conversations(
     if not samples:
         raise DataError(f"{path}: no usable sample\n{report.summary()}")
     return samples, report
+
+
+def conversation_corpus(paths: list[Path]) -> list[str]:
+    """Every turn's text in LLaVA conversation files, plus the chat roles: a corpus to train a tokenizer on."""
+    texts = ["user assistant system"]
+    for path in paths:
+        for _, record in read_records(Path(path)):
+            turns = record.get("conversations", []) if isinstance(record, dict) else []
+            texts.extend(turn["value"] for turn in turns
+                         if isinstance(turn, dict) and isinstance(turn.get("value"), str))
+    return texts

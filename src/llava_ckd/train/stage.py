@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 import yaml
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from llava_ckd.config import StageConfig
@@ -82,7 +82,7 @@ def save_final(trainer: Trainer, processor, config: StageConfig, metrics: dict) 
     return final
 
 
-def run_stage(config: StageConfig) -> Path:
+def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     """Train one stage (or find it finished) and return the folder of its final model."""
     final = config.output_dir / FINAL
     if finished(config):
@@ -104,6 +104,7 @@ def run_stage(config: StageConfig) -> Path:
         train_dataset=ConversationDataset(samples),
         data_collator=Collator(processor, processor.tokenizer.pad_token_id, cache_images=len(samples)),
         processing_class=processor,
+        callbacks=list(callbacks),
     )
     last_checkpoint = get_last_checkpoint(str(config.output_dir))
     if last_checkpoint:
