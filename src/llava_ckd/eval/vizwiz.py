@@ -1,0 +1,67 @@
+"""VizWiz VQA: test answers go to the EvalAI server; val can be scored here.
+
+data_dir:
+- `questions.jsonl`: LLaVA's `llava_test.jsonl` (8,000 test questions; the prompt asks to answer
+  "Unanswerable" when the image is insufficient) or a val file in the same format.
+- `images/`: the VizWiz images of that split.
+- `val.json`: VizWiz's val annotations (`[{"image", "answers": [{"answer"}], "answer_type"}]`),
+  needed only to score a val question file; questions find their annotation by image name.
+
+`submission` is LLaVA's `convert_vizwiz_for_submission.py`: `[{"image", "answer"}]` for every
+question, answers through `evalai_process`. Scoring runs the VizWiz server's rule on that answer
+(`vizwiz_accuracy`: prediction normalised, human answers verbatim), in percent, per answer type too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from llava_ckd.eval.answers import answer_texts
+from llava_ckd.eval.files import EvalDataError, read_json
+from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
+from llava_ckd.eval.report import render_scores
+from llava_ckd.eval.vqa_normalize import evalai_process, vizwiz_accuracy
+
+ANNOTATIONS = "val.json"
+
+
+@dataclass(frozen=True)
+class VizWiz:
+    name: str = "vizwiz"
+    max_new_tokens: int = 128
+
+    def questions(self, data_dir: Path) -> list[EvalQuestion]:
+        return read_llava_questions(data_dir / "questions.jsonl", data_dir / "images")
+
+    def submission(self, data_dir: Path, answers: list[dict]) -> list[dict]:
+        """`[{"image", "answer"}]` for every question, what the EvalAI server reads."""
+        questions = self.questions(data_dir)
+        texts = answer_texts(questions, answers)
+        return [{"image": q.image.name, "answer": evalai_process(t)} for q, t in zip(questions, texts, strict=True)]
+
+    def score(self, data_dir: Path, answers: list[dict]) -> dict:
+        annotations = read_json(data_dir / ANNOTATIONS, f"VizWiz val annotations ({ANNOTATIONS})")
+        by_image = {a["image"]: a for a in annotations}
+        overall: list[float] = []
+        per_type: dict[str, list[float]] = defaultdict(list)
+        for entry in self.submission(data_dir, answers):
+            if entry["image"] not in by_image:
+                raise EvalDataError(f"no VizWiz annotation for image {entry['image']}")
+            annotation = by_image[entry["image"]]
+            accuracy = vizwiz_accuracy(entry["answer"], [a["answer"] for a in annotation["answers"]])
+            overall.append(accuracy)
+            per_type[annotation["answer_type"]].append(accuracy)
+        return {
+            "accuracy": 100 * sum(overall) / len(overall),
+            "n": len(overall),
+            "answer_types": {kind: 100 * sum(s) / len(s) for kind, s in sorted(per_type.items())},
+        }
+
+    def render(self, result: dict) -> str:
+        breakdowns = {"answer type": result["answer_types"]}
+        return render_scores(f"VizWiz (n={result['n']})", "accuracy", result["accuracy"], breakdowns)
+
+
+VIZWIZ = VizWiz()
