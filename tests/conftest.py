@@ -21,6 +21,11 @@ CORPUS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def sample_cache_in_tmp(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LLAVA_CKD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return train_tokenizer(CORPUS * 20, vocab_size=320)

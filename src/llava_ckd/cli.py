@@ -9,15 +9,24 @@ from pathlib import Path
 
 
 def _make_data(args: argparse.Namespace) -> None:
-    from llava_ckd.data.conversations import conversation_corpus
-    from llava_ckd.data.synthetic import SyntheticSpec, write_benchmark
-    from llava_ckd.models.tokenizer import train_tokenizer
+    from llava_ckd.data.synthetic import SyntheticSpec
+    from llava_ckd.demo import prepare_synthetic
 
-    out = Path(args.out)
-    write_benchmark(out, SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val,
-                                       n_test=args.test, n_captions=args.captions))
-    corpus = conversation_corpus([out / "train" / "train.json", out / "train" / "captions.json"])
-    train_tokenizer(corpus).save_pretrained(out / "tokenizer")
+    prepare_synthetic(Path(args.out), SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val,
+                                                    n_test=args.test, n_captions=args.captions))
+
+
+def _train_vision(args: argparse.Namespace) -> None:
+    from llava_ckd.train.vision import train_vision_encoder
+
+    train_vision_encoder(Path(args.data), Path(args.out), steps=args.steps, seed=args.seed)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from llava_ckd.demo import DemoSettings, run_demo
+
+    report = run_demo(DemoSettings(out=Path(args.out), seed=args.seed, sft_steps=args.sft_steps))
+    print(report.read_text())
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -42,6 +51,16 @@ def _score(args: argparse.Namespace) -> None:
     print(benchmark.render(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from llava_ckd.eval.registry import get_benchmark
+    from llava_ckd.eval.run import evaluate
+
+    out = Path(args.out) if args.out else Path(args.model) / "eval" / args.benchmark
+    result = evaluate(Path(args.model), args.benchmark, Path(args.data), out, args.batch_size)
+    print(get_benchmark(args.benchmark).render(result))
+    print(f"answers and result.json in {out}")
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -70,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     make_data.add_argument("--captions", type=int, default=5000, help="caption pairs for pretraining")
     make_data.set_defaults(handler=_make_data)
 
+    vision = commands.add_parser("train-vision",
+                                 help="train the demo's shared vision encoder on the synthetic scenes")
+    vision.add_argument("--data", required=True, help="folder written by make-data")
+    vision.add_argument("--out", required=True, help="output folder (a CLIPVisionModel checkpoint)")
+    vision.add_argument("--steps", type=int, default=600)
+    vision.add_argument("--seed", type=int, default=0)
+    vision.set_defaults(handler=_train_vision)
+
+    demo = commands.add_parser("demo", help="the CPU demo: benchmark, models of three sizes, evaluation, report")
+    demo.add_argument("--out", default="runs/demo", help="output folder (finished steps are reused)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--sft-steps", type=int, default=600)
+    demo.set_defaults(handler=_demo)
+
     train = commands.add_parser("train", help="run one training stage (pretrain or sft) from a YAML file")
     train.add_argument("config", help="stage YAML")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -82,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--answers", required=True, help="answer file, one JSON line per question")
     score.add_argument("--json", metavar="OUT", help="also write the result as JSON")
     score.set_defaults(handler=_score)
+
+    evaluate = commands.add_parser("eval", help="answer a benchmark with a model (greedy, batched) and score it")
+    evaluate.add_argument("--model", required=True, help="model folder or hub id")
+    evaluate.add_argument("--benchmark", required=True, help="benchmark name (see `score`)")
+    evaluate.add_argument("--data", required=True, help="the benchmark's folder")
+    evaluate.add_argument("--out", help="output folder (default MODEL/eval/BENCHMARK)")
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.set_defaults(handler=_eval)
 
     convert = commands.add_parser("convert", help="write the submission file of a server-scored benchmark")
     convert.add_argument("benchmark", help="vqav2, vizwiz, gqa, mmbench or mmbench-cn")

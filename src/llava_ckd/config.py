@@ -29,6 +29,7 @@ class ModelSource(Strict):
     vision_feature_layer: int = -2
     preset: str | None = None
     tokenizer: Path | None = None
+    vision_init: Path | None = None
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     @model_validator(mode="after")
@@ -43,6 +44,8 @@ class ModelSource(Strict):
                 raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
             if self.tokenizer is None:
                 raise ValueError("a preset needs a tokenizer folder")
+        elif self.vision_init is not None:
+            raise ValueError("vision_init applies to presets only")
         return self
 
 

@@ -135,3 +135,20 @@ def test_a_file_with_no_usable_sample_is_an_error(tmp_path, processor):
         load(write_dataset(tmp_path, bad_records()[:2]), processor)
     with pytest.raises(DataError, match="data file not found"):
         load(tmp_path / "absent.json", processor)
+
+
+def test_checked_samples_are_cached_until_the_file_changes(tmp_path, processor, monkeypatch):
+    path = write_dataset(tmp_path, colour_records(3) + bad_records()[:1])
+    first, first_report = load(path, processor)
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again despite the cache")
+
+    monkeypatch.setattr("llava_ckd.data.conversations.encode_all", no_encoding)
+    cached, cached_report = load(path, processor)
+    assert cached == first
+    assert cached_report.to_dict() == first_report.to_dict()
+
+    path.write_text(json.dumps(colour_records(2)))
+    with pytest.raises(AssertionError, match="encoded again"):
+        load(path, processor)

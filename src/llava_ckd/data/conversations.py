@@ -9,8 +9,10 @@ dies on sample 9,000 after an hour of work.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,11 +205,28 @@ class ConversationEncoder:
 def load_conversations(
     path: Path, image_folder: Path | None, processor: ProcessorMixin, max_length: int
 ) -> tuple[list[Sample], SkipReport]:
-    """Every usable sample of a LLaVA conversation file, and a report of those skipped and why."""
+    """Every usable sample of a LLaVA conversation file, and a report of those skipped and why.
+
+    The result is cached (see `sample_cache`), so the stages of a cascade check a file only once.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    encoder = ConversationEncoder(processor, Path(image_folder) if image_folder else None, max_length)
+    encoder = ConversationEncoder(processor, Path(image_folder).resolve() if image_folder else None, max_length)
+    cache = sample_cache(path, encoder)
+    if cache.is_file():
+        samples, report = read_cache(cache)
+    else:
+        samples, report = encode_all(path, encoder)
+        write_cache(cache, samples, report)
+    if report.skipped or report.truncated:
+        log.warning(report.summary())
+    if not samples:
+        raise DataError(f"{path}: no usable sample\n{report.summary()}")
+    return samples, report
+
+
+def encode_all(path: Path, encoder: ConversationEncoder) -> tuple[list[Sample], SkipReport]:
     report = SkipReport(path)
     samples = []
     for location, record in tqdm(read_records(path), desc=f"checking {path.name}", unit="sample",
@@ -221,10 +240,39 @@ def load_conversations(
         samples.append(sample)
         report.truncated += sample.truncated
     report.kept = len(samples)
-    if report.skipped or report.truncated:
-        log.warning(report.summary())
-    if not samples:
-        raise DataError(f"{path}: no usable sample\n{report.summary()}")
+    return samples, report
+
+
+CACHE_FORMAT = 1
+
+
+def sample_cache(path: Path, encoder: ConversationEncoder) -> Path:
+    """Where the checked samples of `path` are kept: keyed by the file's bytes, the tokenizer and the settings."""
+    key = hashlib.sha256()
+    key.update(path.read_bytes())
+    key.update(encoder.tokenizer.backend_tokenizer.to_str().encode())
+    settings = [CACHE_FORMAT, encoder.tokenizer.chat_template, encoder.tokens_per_image, encoder.max_length,
+                str(encoder.image_folder)]
+    key.update(json.dumps(settings).encode())
+    root = Path(os.environ.get("LLAVA_CKD_CACHE", Path.home() / ".cache" / "llava_ckd"))
+    return root / "samples" / f"{path.stem}-{key.hexdigest()[:24]}.json"
+
+
+def write_cache(cache: Path, samples: list[Sample], report: SkipReport) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    rows = [[s.sample_id, s.input_ids, s.labels, [str(i) for i in s.images], s.truncated] for s in samples]
+    partial = cache.with_suffix(".partial")
+    partial.write_text(json.dumps({"samples": rows, "report": report.to_dict()}))
+    partial.rename(cache)
+
+
+def read_cache(cache: Path) -> tuple[list[Sample], SkipReport]:
+    data = json.loads(cache.read_text())
+    samples = [Sample(sample_id, ids, labels, [Path(i) for i in images], truncated)
+               for sample_id, ids, labels, images, truncated in data["samples"]]
+    saved = data["report"]
+    report = SkipReport(Path(saved["source"]), saved["kept"], saved["truncated"], Counter(saved["skipped"]),
+                        saved["examples"])
     return samples, report
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from llava_ckd.data.conversations import image_token_count, prompt_text
@@ -46,7 +45,8 @@ class AnswerGenerator:
         return inputs
 
     @torch.inference_mode()
-    def answer(self, requests: list[GenerationRequest]) -> list[str]:
+    def answer_ids(self, requests: list[GenerationRequest]) -> list[list[int]]:
+        """The generated token ids of each request, up to and without its end-of-turn token."""
         inputs = self._inputs(requests)
         output = self.model.generate(
             **inputs,
@@ -56,22 +56,12 @@ class AnswerGenerator:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        answers = []
+        for row in output[:, inputs["input_ids"].shape[1]:].tolist():
+            end = row.index(self.tokenizer.eos_token_id) if self.tokenizer.eos_token_id in row else len(row)
+            answers.append(row[:end])
+        return answers
 
-
-def generate_answers(
-    model: PreTrainedModel,
-    processor: ProcessorMixin,
-    requests: list[GenerationRequest],
-    batch_size: int = 16,
-    max_new_tokens: int = 128,
-) -> list[str]:
-    generator = AnswerGenerator(model, processor, max_new_tokens)
-    answers: list[str] = []
-    with tqdm(total=len(requests), desc="generating", unit="question") as progress:
-        for start in range(0, len(requests), batch_size):
-            batch = requests[start : start + batch_size]
-            answers.extend(generator.answer(batch))
-            progress.update(len(batch))
-    return answers
+    def answer(self, requests: list[GenerationRequest]) -> list[str]:
+        decoded = self.tokenizer.batch_decode(self.answer_ids(requests), skip_special_tokens=True)
+        return [text.strip() for text in decoded]

@@ -28,7 +28,7 @@ def prediction(text: str) -> str:
 @dataclass(frozen=True)
 class Synthetic:
     name: str = "synthetic"
-    max_new_tokens: int = 128
+    max_new_tokens: int = 8  # answers are one word
 
     def questions(self, data_dir: Path) -> list[EvalQuestion]:
         return read_llava_questions(data_dir / "questions.jsonl", data_dir / "images")

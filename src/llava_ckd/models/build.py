@@ -21,6 +21,7 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     ProcessorMixin,
@@ -54,18 +55,31 @@ def llava_processor(config: LlavaConfig, tokenizer: PreTrainedTokenizerBase, ima
 
 
 def build_preset(
-    name: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0
+    name: str, tokenizer: PreTrainedTokenizerBase, seed: int = 0, vision_init: str | Path | None = None
 ) -> tuple[PreTrainedModel, LlavaProcessor]:
-    """A randomly initialised tiny preset (see `presets.py`) for `tokenizer`."""
+    """A randomly initialised tiny preset (see `presets.py`) for `tokenizer`.
+
+    `vision_init`: a saved vision tower of the preset's shape (`llava-ckd train-vision`) to start from.
+    """
     config = preset_config(name, len(tokenizer), image_token_id(tokenizer), tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    if config.vision_config.model_type == "clip_vision_model":
-        image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
-                                                crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    else:
-        image_processor = SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    return model.eval(), llava_processor(config, tokenizer, image_processor)
+    if vision_init is not None:
+        trained = AutoModel.from_pretrained(vision_init)
+        def shapes(module):
+            return {name: tensor.shape for name, tensor in module.state_dict().items()}
+
+        if shapes(trained) != shapes(model.model.vision_tower):
+            raise ValueError(f"vision tower in {vision_init} does not have the shape of preset {name}'s")
+        model.model.vision_tower.load_state_dict(trained.state_dict())
+    return model.eval(), llava_processor(config, tokenizer, preset_image_processor(config.vision_config))
+
+
+def preset_image_processor(vision_config: PreTrainedConfig):
+    if vision_config.model_type == "clip_vision_model":
+        return CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                     crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
 
 
 def load_vlm(name_or_path: str | Path, dtype: str = "fp32") -> tuple[PreTrainedModel, ProcessorMixin]:

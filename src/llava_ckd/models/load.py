@@ -16,4 +16,5 @@ def model_from_source(source: ModelSource, seed: int = 0) -> tuple[PreTrainedMod
     if not (source.tokenizer / "tokenizer.json").is_file():
         raise FileNotFoundError(f"tokenizer folder {source.tokenizer} has no tokenizer.json "
                                 "(`llava-ckd make-data` writes one beside the data)")
-    return build_preset(source.preset, AutoTokenizer.from_pretrained(source.tokenizer), seed=seed)
+    return build_preset(source.preset, AutoTokenizer.from_pretrained(source.tokenizer), seed=seed,
+                        vision_init=source.vision_init)

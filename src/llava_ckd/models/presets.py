@@ -35,7 +35,7 @@ IMAGE_SIZE = 32
 PATCH_SIZE = 8
 
 
-def _clip_vision() -> CLIPVisionConfig:
+def clip_vision_config() -> CLIPVisionConfig:
     # initializer_factor 2: the default init gives too weak an image signal to learn from scratch quickly.
     return CLIPVisionConfig(
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=64, intermediate_size=128,
@@ -63,7 +63,7 @@ def preset_config(name: str, vocab_size: int, image_token_id: int, pad_token_id:
     if name not in TEXT_SIZES:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     paper_shaped = name == "tiny-qwen2-siglip"
-    vision: PreTrainedConfig = _siglip_vision() if paper_shaped else _clip_vision()
+    vision: PreTrainedConfig = _siglip_vision() if paper_shaped else clip_vision_config()
     grid_tokens = (IMAGE_SIZE // PATCH_SIZE) ** 2
     return LlavaConfig(
         vision_config=vision,

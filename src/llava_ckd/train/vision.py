@@ -1,0 +1,104 @@
+"""The demo's stand-in for a pretrained SigLIP: a small ViT trained once on the synthetic scenes, then frozen.
+
+Each image token of the 32 px, patch-8 tower covers one cell of the 4x4 scene grid, and is trained to
+tell that cell's colour and shape (or that it is empty) through a linear probe on its last hidden state.
+All Student, TA and Teacher models then start from the same tower, so that what separates them is the
+capacity of their language models, as in the paper where every model shares SigLIP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+from transformers import CLIPVisionModel
+
+from llava_ckd.data.synthetic import COLOURS, KINDS
+from llava_ckd.models.build import preset_image_processor
+from llava_ckd.models.presets import clip_vision_config
+
+log = logging.getLogger(__name__)
+
+
+def cell_labels(scene: dict, grid: int) -> tuple[list[int], list[int]]:
+    """Per cell (row-major, as the ViT orders its patches): colour and shape index, 0 for an empty cell."""
+    colours, kinds = [0] * grid * grid, [0] * grid * grid
+    for shape in scene["objects"]:
+        cell = shape["row"] * grid + shape["col"]
+        colours[cell] = COLOURS.index(shape["colour"]) + 1
+        kinds[cell] = KINDS.index(shape["kind"]) + 1
+    return colours, kinds
+
+
+def load_scenes(split_dir: Path, image_processor, grid: int, limit: int | None):
+    scenes = [json.loads(line) for line in (split_dir / "scenes.jsonl").read_text().splitlines()][:limit]
+    pixels = []
+    for start in tqdm(range(0, len(scenes), 512), desc="loading scenes", unit="batch"):
+        images = [Image.open(split_dir / "images" / s["image"]).convert("RGB") for s in scenes[start:start + 512]]
+        pixels.append(image_processor(images, return_tensors="pt")["pixel_values"])
+    labels = [cell_labels(scene, grid) for scene in scenes]
+    colours = torch.tensor([colour for colour, _ in labels])
+    kinds = torch.tensor([kind for _, kind in labels])
+    return torch.cat(pixels), colours, kinds
+
+
+class CellProbe(nn.Module):
+    def __init__(self, tower: CLIPVisionModel):
+        super().__init__()
+        self.tower = tower
+        hidden = tower.config.hidden_size
+        self.colour = nn.Linear(hidden, len(COLOURS) + 1)
+        self.kind = nn.Linear(hidden, len(KINDS) + 1)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.tower(pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]  # drop CLS
+        return self.colour(tokens), self.kind(tokens)
+
+
+def cell_accuracy(probe: CellProbe, pixels, colours, kinds) -> float:
+    with torch.no_grad():
+        colour_logits, kind_logits = probe(pixels)
+    right = (colour_logits.argmax(-1) == colours) & (kind_logits.argmax(-1) == kinds)
+    return right.float().mean().item()
+
+
+def train_vision_encoder(data_dir: Path, out: Path, steps: int = 600, batch_size: int = 64,
+                         learning_rate: float = 2e-3, seed: int = 0, limit: int | None = 20000) -> Path:
+    """Train the tower on `data_dir/train` scenes, report cell accuracy on `data_dir/val`, save to `out`."""
+    if (out / "config.json").is_file():
+        log.info("vision encoder already trained: %s", out)
+        return out
+    torch.manual_seed(seed)
+    config = clip_vision_config()
+    grid = config.image_size // config.patch_size
+    image_processor = preset_image_processor(config)
+    pixels, colours, kinds = load_scenes(Path(data_dir) / "train", image_processor, grid, limit)
+    probe = CellProbe(CLIPVisionModel(config))
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps)
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    with tqdm(range(steps), desc="vision encoder", unit="step") as progress:
+        for _ in progress:
+            batch = torch.randint(len(pixels), (batch_size,), generator=generator)
+            colour_logits, kind_logits = probe(pixels[batch])
+            loss = loss_fn(colour_logits.flatten(0, 1), colours[batch].flatten()) + loss_fn(
+                kind_logits.flatten(0, 1), kinds[batch].flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    val = load_scenes(Path(data_dir) / "val", image_processor, grid, None)
+    accuracy = cell_accuracy(probe.eval(), *val)
+    log.info("vision encoder: cell colour+shape accuracy on val %.4f", accuracy)
+    out.mkdir(parents=True, exist_ok=True)
+    probe.tower.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    (out / "metrics.json").write_text(json.dumps({"val_cell_accuracy": accuracy, "steps": steps}, indent=2))
+    return out
