@@ -35,6 +35,7 @@ class DemoSettings:
     n_train: int = 20000
     n_captions: int = 5000
     n_test: int = 1000
+    vision_steps: int = 600
     pretrain_steps: int = 150
     sft_steps: int = 600
     batch_size: int = 32
@@ -82,7 +83,7 @@ def run_demo(settings: DemoSettings) -> Path:
     data = settings.out / "data"
     prepare_synthetic(data, SyntheticSpec(seed=settings.seed, n_train=settings.n_train, n_val=500,
                                           n_test=settings.n_test, n_captions=settings.n_captions))
-    vision = train_vision_encoder(data, settings.out / "vision", seed=settings.seed)
+    vision = train_vision_encoder(data, settings.out / "vision", steps=settings.vision_steps, seed=settings.seed)
     results = []
     for preset in SIZES:
         final = train_size(settings, preset, data, vision)

@@ -26,7 +26,7 @@ class TextSize:
 TEXT_SIZES = {
     "tiny-student": TextSize(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64),
     "tiny-ta": TextSize(hidden=96, layers=3, heads=4, kv_heads=2, intermediate=256),
-    "tiny-teacher": TextSize(hidden=256, layers=4, heads=8, kv_heads=2, intermediate=768),
+    "tiny-teacher": TextSize(hidden=192, layers=4, heads=6, kv_heads=2, intermediate=512),
     "tiny-qwen2-siglip": TextSize(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128),
 }
 PRESETS = tuple(TEXT_SIZES)
