@@ -36,6 +36,35 @@ def _train(args: argparse.Namespace) -> None:
     run_stage(load_stage_config(Path(args.config), overrides=args.set))
 
 
+def _cascade(args: argparse.Namespace) -> None:
+    from llava_ckd.cascade import describe, plan_cascade, run_cascade
+    from llava_ckd.config import ConfigError
+
+    try:
+        cascade = plan_cascade(Path(args.recipe))
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    print(describe(cascade), flush=True)
+    if not args.dry_run:
+        print(run_cascade(cascade).read_text())
+
+
+def _cache_teacher(args: argparse.Namespace) -> None:
+    import torch
+
+    from llava_ckd.distill.cache import CacheError, write_teacher_cache
+    from llava_ckd.models.build import load_vlm
+
+    model, processor = load_vlm(args.teacher, args.dtype)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        out = write_teacher_cache(model, processor, Path(args.data), Path(args.images) if args.images else None,
+                                  Path(args.out), args.top_k, args.max_length, args.batch_size)
+    except CacheError as err:
+        sys.exit(f"error: {err}")
+    print(f"Teacher signals in {out}")
+
+
 def _score(args: argparse.Namespace) -> None:
     import json
 
@@ -103,11 +132,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sft-steps", type=int, default=600)
     demo.set_defaults(handler=_demo)
 
-    train = commands.add_parser("train", help="run one training stage (pretrain or sft) from a YAML file")
+    train = commands.add_parser("train", help="run one training stage (pretrain, sft or distill) from a YAML file")
     train.add_argument("config", help="stage YAML")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set max_steps=10 (repeatable)")
     train.set_defaults(handler=_train)
+
+    cascade = commands.add_parser("cascade", help="run a cascade recipe: Teachers, then the Student of every plan "
+                                  "(none, direct, top-down, bottom-up), then evaluation; finished stages are reused")
+    cascade.add_argument("recipe", help="cascade recipe YAML (see configs/cascade/demo.yaml)")
+    cascade.add_argument("--dry-run", action="store_true", help="print the stages of each plan and run nothing")
+    cascade.set_defaults(handler=_cascade)
+
+    cache = commands.add_parser("cache-teacher",
+                                help="run a Teacher over a dataset and store its top-k signals for distill stages")
+    cache.add_argument("--teacher", required=True, metavar="MODEL", help="Teacher checkpoint folder or hub id")
+    cache.add_argument("--data", required=True, metavar="JSON", help="LLaVA conversation file (.json or .jsonl)")
+    cache.add_argument("--images", metavar="DIR", help="image folder")
+    cache.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    cache.add_argument("--top-k", type=int, required=True, metavar="K", help="tokens kept per response position")
+    cache.add_argument("--max-length", type=int, default=2048, metavar="N",
+                       help="as the distill stage's data.max_length")
+    cache.add_argument("--batch-size", type=int, default=8)
+    cache.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+                       help="Teacher dtype (bf16 on GPUs; never on CPUs without bf16 units)")
+    cache.set_defaults(handler=_cache_teacher)
 
     score = commands.add_parser("score", help="score a LLaVA answer file with a benchmark's official rules")
     score.add_argument("benchmark", help="pope, mme, scienceqa, gqa, textvqa, vizwiz, vqav2, mmbench, ...")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from llava_ckd.distill.divergences import DivergenceSpec
+from llava_ckd.distill.loss import LossWeights
 from llava_ckd.models.parts import PARTS
 from llava_ckd.models.presets import PRESETS
 
@@ -55,10 +57,28 @@ class DataConfig(Strict):
     max_length: int = 2048
 
 
+class OnlineTeacherConfig(Strict):
+    """A Teacher run next to the Student at every step."""
+
+    kind: Literal["online"]
+    model: ModelSource
+
+
+class CachedTeacherConfig(Strict):
+    """Top-k Teacher signals written beforehand by `llava-ckd cache-teacher`."""
+
+    kind: Literal["cached"]
+    path: Path
+
+
+TeacherConfig = Annotated[OnlineTeacherConfig | CachedTeacherConfig, Field(discriminator="kind")]
+DISTILL_FIELDS = ("teacher", "losses", "divergence", "kd_chunk_size")
+
+
 class StageConfig(Strict):
     """One training stage: which model, which data, which parts train, and how."""
 
-    kind: Literal["pretrain", "sft"]
+    kind: Literal["pretrain", "sft", "distill"]
     model: ModelSource
     data: DataConfig
     output_dir: Path
@@ -77,11 +97,34 @@ class StageConfig(Strict):
     save_total_limit: int = 2
     logging_steps: int = 10
     dataloader_workers: int = 0
+    teacher: TeacherConfig | None = None
+    losses: LossWeights = LossWeights()
+    divergence: DivergenceSpec = DivergenceSpec()
+    kd_chunk_size: int = Field(256, ge=1)
 
     @model_validator(mode="after")
     def _parts(self) -> StageConfig:
         if self.train is not None and not set(self.train) <= set(PARTS):
             raise ValueError(f"train: unknown part in {list(self.train)}; choose from {', '.join(PARTS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _distillation(self) -> StageConfig:
+        if self.kind != "distill":
+            misplaced = [name for name in DISTILL_FIELDS if name in self.model_fields_set]
+            if misplaced:
+                raise ValueError(f"{', '.join(misplaced)}: only a distill stage takes these fields")
+            return self
+        if self.teacher is None:
+            raise ValueError("teacher: a distill stage needs a teacher ({kind: online, model: ...} "
+                             "or {kind: cached, path: ...})")
+        if isinstance(self.teacher, CachedTeacherConfig):
+            if self.losses.visual_kd or self.losses.relation_kd:
+                raise ValueError("losses: visual_kd and relation_kd need the Teacher's hidden states: "
+                                 "use an online teacher, or set them to 0")
+            if self.divergence.name != "forward_kl" or self.divergence.temperature != 1.0:
+                raise ValueError("divergence: a cached teacher holds top-k probabilities at temperature 1, "
+                                 "which give forward_kl at temperature 1 only")
         return self
 
     @property
@@ -90,6 +133,10 @@ class StageConfig(Strict):
         if self.train is not None:
             return self.train
         return ("projector",) if self.kind == "pretrain" else ("projector", "llm")
+
+    def resolved(self) -> dict:
+        """The config as plain data, without the distillation fields when the stage does not distil."""
+        return self.model_dump(mode="json", exclude=None if self.kind == "distill" else set(DISTILL_FIELDS))
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

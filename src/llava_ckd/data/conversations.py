@@ -48,6 +48,8 @@ class Sample:
     labels: list[int]
     images: list[Path]
     truncated: bool = False
+    index: int | None = None
+    """Position in its `ConversationDataset`, set by the dataset."""
 
 
 @dataclass

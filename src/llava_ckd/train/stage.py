@@ -25,6 +25,7 @@ from llava_ckd.data.collator import Collator, ConversationDataset
 from llava_ckd.data.conversations import load_conversations
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import set_trainable
+from llava_ckd.train.distill import build_distiller
 from llava_ckd.train.trainer import StageTrainer
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ CONFIG_FILE = "stage.yaml"
 
 
 def resolved_config_text(config: StageConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
+    return yaml.safe_dump(config.resolved(), sort_keys=True)
 
 
 def finished(config: StageConfig) -> bool:
@@ -98,13 +99,20 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Pat
                                          config.data.max_length)
     (config.output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
+    arguments = training_arguments(config)
+    distiller = teacher_view = None
+    if config.kind == "distill":
+        distiller, teacher_view = build_distiller(config, model, processor, samples, arguments.device)
+    collator = Collator(processor, processor.tokenizer.pad_token_id, cache_images=len(samples),
+                        with_sample_index=distiller is not None and distiller.needs_sample_index, teacher=teacher_view)
     trainer = StageTrainer(
         model=model.train(),
-        args=training_arguments(config),
+        args=arguments,
         train_dataset=ConversationDataset(samples),
-        data_collator=Collator(processor, processor.tokenizer.pad_token_id, cache_images=len(samples)),
+        data_collator=collator,
         processing_class=processor,
         callbacks=list(callbacks),
+        distiller=distiller,
     )
     last_checkpoint = get_last_checkpoint(str(config.output_dir))
     if last_checkpoint:

@@ -1,11 +1,55 @@
-"""The `Trainer` every stage runs on."""
+"""The `Trainer` every stage runs on; a distill stage computes its loss with a `Distiller`."""
 
 from __future__ import annotations
 
+import torch
 from transformers import Trainer
+
+from llava_ckd.distill.loss import Distiller, TargetCounts
 
 
 class StageTrainer(Trainer):
+    def __init__(self, *args, distiller: Distiller | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.distiller = distiller
+        self._window: TargetCounts | None = None
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._windows_since_log = 0
+        if distiller is not None:
+            self.loss_is_scaled_for_ga = True  # every term is divided by its count over the accumulation window
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Also counts what the distillation terms are averaged over in this gradient-accumulation window."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.distiller is not None and batch_samples:
+            image_token_id = self.accelerator.unwrap_model(self.model).config.image_token_id
+            counts = torch.stack(TargetCounts.of_batches(batch_samples, image_token_id)).to(device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                counts = self.accelerator.gather(counts).view(-1, len(TargetCounts._fields)).sum(0)
+            self._window = TargetCounts(*counts)
+            self._windows_since_log += 1
+        return batch_samples, num_items_in_batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.distiller is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        counts = self._window if model.training else None
+        if counts is not None and num_items_in_batch is not None:
+            counts = counts._replace(response_tokens=num_items_in_batch)
+        loss, terms = self.distiller(self.accelerator.unwrap_model(model), inputs, counts)
+        for name, value in terms.items():
+            self._term_sums[name] = self._term_sums.get(name, 0) + value
+        if counts is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # the counts are global; data parallelism averages gradients
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Training logs also get each distillation term, averaged over the steps since the last log."""
+        if "loss" in logs and self._windows_since_log:
+            logs |= {name: float(total) / self._windows_since_log for name, total in self._term_sums.items()}
+            self._term_sums, self._windows_since_log = {}, 0
+        super().log(logs, start_time)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Restore weights through `from_pretrained`, which maps checkpoint keys back to module names.
 

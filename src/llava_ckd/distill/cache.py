@@ -1,0 +1,247 @@
+"""Cached Teacher signals: the Teacher's top-k log-probabilities at every response token of a dataset.
+
+One Teacher pass (`llava-ckd cache-teacher`) then serves any number of Student runs. A cache folder:
+
+    manifest.json             what it was made from, written last (a folder without one is unfinished):
+                              `key` = hashes of the Teacher weights, the tokenizer (tokenizer.json and
+                              chat template) and the data file, plus max_length; k, vocabulary size,
+                              and each sample's id and number of response tokens
+    shard-00000.safetensors   `samples_per_shard` samples: token_ids [T, k] int32, log_probs [T, k] and
+                              tail_log_mass [T] float32, offsets [n + 1] (rows of each sample)
+
+Rows follow the samples in dataset order and, within a sample, its response positions in order
+(see `positions.py`), so the Student finds a sample's signals by its dataset index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase, ProcessorMixin
+
+from llava_ckd.data.collator import Collator, ConversationDataset
+from llava_ckd.data.conversations import Sample, load_conversations
+from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE
+from llava_ckd.distill.positions import response_mask
+from llava_ckd.distill.sparse import SparseTeacherSignal
+from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.vocab import shared_vocab_size
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+class CacheError(ValueError):
+    """A Teacher cache that cannot be used, or written, as asked."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of the tokenizer's tokenizer.json content and chat template: what decides the token ids."""
+    digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    digest.update((tokenizer.chat_template or "").encode())
+    return digest.hexdigest()
+
+
+def weights_sha256(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def response_token_count(sample: Sample) -> int:
+    return int(response_mask(torch.tensor([sample.labels])).sum())
+
+
+def cache_key(tokenizer: PreTrainedTokenizerBase, conversations: Path, max_length: int) -> dict:
+    """What the cached signals depend on besides the Teacher: the token ids of the data."""
+    return {"tokenizer": tokenizer_sha256(tokenizer), "data": file_sha256(conversations), "max_length": max_length}
+
+
+def top_k_signal(hidden: Tensor, head_weight: Tensor, vocab_size: int, k: int, chunk_size: int) -> SparseTeacherSignal:
+    """The top-k signal of the head's logits at hidden [N, d], computed `chunk_size` rows at a time."""
+    chunks = [SparseTeacherSignal.from_logits(hidden[start:start + chunk_size] @ head_weight[:vocab_size].T, k)
+              for start in range(0, len(hidden), chunk_size)]
+    return SparseTeacherSignal(*(torch.cat([getattr(chunk, field) for chunk in chunks])
+                                 for field in ("token_ids", "log_probs", "tail_log_mass")))
+
+
+class _ShardWriter:
+    def __init__(self, out: Path, samples_per_shard: int):
+        self.out = out
+        self.samples_per_shard = samples_per_shard
+        self.pending: list[SparseTeacherSignal] = []
+        self.files: list[str] = []
+
+    def add(self, sample_signal: SparseTeacherSignal) -> None:
+        self.pending.append(sample_signal)
+        if len(self.pending) == self.samples_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        rows = torch.tensor([0] + [len(signal.token_ids) for signal in self.pending])
+        name = f"shard-{len(self.files):05d}.safetensors"
+        save_file({
+            "token_ids": torch.cat([s.token_ids for s in self.pending]).to(torch.int32),
+            "log_probs": torch.cat([s.log_probs for s in self.pending]).float(),
+            "tail_log_mass": torch.cat([s.tail_log_mass for s in self.pending]).float(),
+            "offsets": rows.cumsum(0),
+        }, str(self.out / name))
+        self.files.append(name)
+        self.pending = []
+
+
+def write_teacher_cache(
+    model: nn.Module,
+    processor: ProcessorMixin,
+    conversations: Path,
+    images: Path | None,
+    out: Path,
+    top_k: int,
+    max_length: int = 2048,
+    batch_size: int = 8,
+    samples_per_shard: int = 4096,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Path:
+    """Run the Teacher over every sample of a LLaVA conversation file and write its top-k signals to `out`.
+
+    A finished cache of the same Teacher, data and settings is kept as it is; `out` holding another is refused.
+    """
+    conversations, out = Path(conversations), Path(out)
+    tokenizer = processor.tokenizer
+    key = cache_key(tokenizer, conversations, max_length) | {"teacher": weights_sha256(model)}
+    settings = {"format": FORMAT, "key": key, "top_k": top_k}
+    if (out / MANIFEST).is_file():
+        existing = json.loads((out / MANIFEST).read_text())
+        if {name: existing.get(name) for name in settings} == settings:
+            log.info("Teacher cache %s is up to date", out)
+            return out
+        raise CacheError(f"{out} already holds a Teacher cache made from other inputs (Teacher, data, tokenizer, "
+                         "max_length or top-k): remove it or choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale_shard in out.glob("shard-*.safetensors"):
+        stale_shard.unlink()
+
+    samples, _ = load_conversations(conversations, images, processor, max_length)
+    head_weight = model.lm_head.weight
+    vocab_size = shared_vocab_size(len(head_weight), len(head_weight), len(tokenizer))
+    if not 1 <= top_k <= vocab_size:
+        raise CacheError(f"top-k must lie in 1..{vocab_size} (the vocabulary size), got {top_k}")
+    teacher = OnlineTeacher(model)
+    device = head_weight.device
+    loader = DataLoader(ConversationDataset(samples), batch_size=batch_size,
+                        collate_fn=Collator(processor, tokenizer.pad_token_id))
+    writer = _ShardWriter(out, samples_per_shard)
+    with tqdm(total=len(samples), desc=f"caching Teacher signals of {conversations.name}", unit="sample") as bar:
+        for batch in loader:
+            outputs = teacher({name: tensor.to(device) for name, tensor in batch.items()})
+            positions = response_mask(outputs.labels)
+            with torch.no_grad():
+                signal = top_k_signal(outputs.hidden[positions], head_weight, vocab_size, top_k, chunk_size)
+            start = 0
+            for rows in positions.sum(1).tolist():
+                writer.add(signal[start:start + rows])
+                start += rows
+            bar.update(len(positions))
+    writer.flush()
+
+    manifest = settings | {
+        "teacher": getattr(model, "name_or_path", "") or type(model).__name__,
+        "data_file": str(conversations),
+        "vocab_size": vocab_size,
+        "samples_per_shard": samples_per_shard,
+        "shards": writer.files,
+        "sample_ids": [sample.sample_id for sample in samples],
+        "response_tokens": [response_token_count(sample) for sample in samples],
+    }
+    partial = out / (MANIFEST + ".partial")
+    partial.write_text(json.dumps(manifest))
+    partial.rename(out / MANIFEST)
+    return out
+
+
+class TeacherCache:
+    """Reads the signals of a cache folder by dataset index (see `loss.CachedSignals`)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not (self.path / MANIFEST).is_file():
+            raise CacheError(f"no Teacher cache in {self.path} ({MANIFEST} missing): "
+                             "write one with `llava-ckd cache-teacher`")
+        self.manifest = json.loads((self.path / MANIFEST).read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise CacheError(f"Teacher cache {self.path} has format {self.manifest.get('format')}, "
+                             f"this version reads format {FORMAT}: write it again")
+        self._shards: dict[int, tuple] = {}
+
+    def check_matches(self, tokenizer: PreTrainedTokenizerBase, conversations: Path, max_length: int,
+                      samples: list[Sample], vocab_size: int) -> None:
+        """Refuse a cache made from other data, tokenizer or max_length, or for other samples, saying what differs."""
+        cached, current = self.manifest["key"], cache_key(tokenizer, Path(conversations), max_length)
+        differences = []
+        if cached["data"] != current["data"]:
+            differences.append(f"data file: cached from {self.manifest['data_file']} (sha256 {cached['data'][:12]}), "
+                               f"this stage reads {conversations} (sha256 {current['data'][:12]})")
+        if cached["tokenizer"] != current["tokenizer"]:
+            differences.append(f"tokenizer: the cache was made with another tokenizer or chat template than "
+                               f"{tokenizer.name_or_path!r}")
+        if cached["max_length"] != max_length:
+            differences.append(f"max_length: cached with {cached['max_length']}, this stage uses {max_length}")
+        if self.manifest["vocab_size"] != vocab_size:
+            differences.append(f"vocabulary: cached over {self.manifest['vocab_size']} tokens, "
+                               f"this stage's is {vocab_size}")
+        if not differences:
+            differences = self._sample_differences(samples)
+        if differences:
+            raise CacheError(f"Teacher cache {self.path} does not match this stage:\n  " + "\n  ".join(differences)
+                             + "\nwrite the cache again with `llava-ckd cache-teacher` for this data")
+
+    def _sample_differences(self, samples: list[Sample]) -> list[str]:
+        ids, counts = self.manifest["sample_ids"], self.manifest["response_tokens"]
+        if [sample.sample_id for sample in samples] != ids:
+            return [f"samples: the cache holds {len(ids)} samples, this stage keeps {len(samples)} or others "
+                    "(another image folder can skip other records)"]
+        for index, (sample, cached_count) in enumerate(zip(samples, counts, strict=True)):
+            if response_token_count(sample) != cached_count:
+                return [f"sample {sample.sample_id} (index {index}): {cached_count} response tokens cached, "
+                        f"{response_token_count(sample)} here (truncated differently at max_length?)"]
+        return []
+
+    def _shard(self, number: int) -> tuple:
+        if number not in self._shards:
+            handle = safe_open(str(self.path / self.manifest["shards"][number]), framework="pt")
+            self._shards[number] = handle, handle.get_tensor("offsets").tolist()
+        return self._shards[number]
+
+    def signal(self, sample_indices: Sequence[int]) -> SparseTeacherSignal:
+        parts = {"token_ids": [], "log_probs": [], "tail_log_mass": []}
+        for index in sample_indices:
+            handle, offsets = self._shard(index // self.manifest["samples_per_shard"])
+            local = index % self.manifest["samples_per_shard"]
+            for name, part in parts.items():
+                part.append(handle.get_slice(name)[offsets[local]:offsets[local + 1]])
+        return SparseTeacherSignal(torch.cat(parts["token_ids"]).long(), torch.cat(parts["log_probs"]),
+                                   torch.cat(parts["tail_log_mass"]))

@@ -1,0 +1,228 @@
+"""The distill stage's loss: cross-entropy plus distillation from one Teacher, as named terms.
+
+    loss = (ce·CE_sum + response_kd·KD_sum) / response tokens        one fused pass over the Student's head
+         + visual_kd · KD_sum(image-token positions) / image tokens   online Teacher with the same image tokens
+         + relation_kd · Σ_images RDist / images                      idem (LLaVA-KD's relation loss)
+
+Every term is a sum over one micro-batch divided by its count over the whole gradient-accumulation
+window (`TargetCounts`), so accumulating micro-batches gives the gradient of the big batch. The
+Teacher is either online (hidden states, any divergence) or cached (top-k signals, forward KL).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from llava_ckd.distill.divergences import DivergenceSpec
+from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, DEFAULT_LOSS_CHUNK_SIZE, head_kd_loss
+from llava_ckd.distill.positions import final_hidden_states, next_token_targets, response_mask
+from llava_ckd.distill.relation import head_gram, rdist_loss
+from llava_ckd.distill.sparse import SparseTeacherSignal, sparse_head_kd_loss
+from llava_ckd.distill.teachers import OnlineTeacher, TeacherOutputs
+
+log = logging.getLogger(__name__)
+
+SOFTMAX_PART_ELEMENTS = DEFAULT_LOSS_CHUNK_SIZE * 151_936
+"""Logits per softmax part: the tuned default's at Qwen2.5's vocabulary (about 10 MB in fp32)."""
+
+
+def loss_chunk_size(vocab_size: int) -> int:
+    """Rows per softmax part of the fused heads: small vocabularies take more rows, for fewer passes."""
+    return max(DEFAULT_LOSS_CHUNK_SIZE, SOFTMAX_PART_ELEMENTS // vocab_size)
+
+
+class LossWeights(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ce: float = Field(1.0, ge=0)
+    response_kd: float = Field(1.0, ge=0)
+    visual_kd: float = Field(0.0, ge=0)
+    relation_kd: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> LossWeights:
+        if not any((self.ce, self.response_kd, self.visual_kd, self.relation_kd)):
+            raise ValueError("every loss weight is 0: nothing to train on")
+        return self
+
+
+class CachedSignals(Protocol):
+    def signal(self, sample_indices: Sequence[int]) -> SparseTeacherSignal:
+        """The signals at the response positions of these samples, sample after sample."""
+
+
+class TargetCounts(NamedTuple):
+    """What each term is averaged over: response tokens, image tokens and images, as tensors."""
+
+    response_tokens: Tensor
+    image_tokens: Tensor
+    images: Tensor
+
+    @classmethod
+    def of_batches(cls, batches: Sequence[dict[str, Tensor]], image_token_id: int) -> TargetCounts:
+        """The counts over several micro-batches (one gradient-accumulation window), or one."""
+        totals = torch.stack(
+            [
+                torch.stack(
+                    [
+                        response_mask(batch["labels"]).sum(),
+                        (batch["input_ids"] == image_token_id).sum(),
+                        torch.tensor(
+                            len(batch["pixel_values"]) if "pixel_values" in batch else 0,
+                            device=batch["input_ids"].device,
+                        ),
+                    ]
+                )
+                for batch in batches
+            ]
+        ).sum(0)
+        return cls(*totals)
+
+
+class LossTerms(NamedTuple):
+    loss: Tensor
+    """The weighted total, the only output with gradients."""
+    terms: dict[str, Tensor]
+    """Each term, detached and normalised (unweighted): ce, response_kd and, when they apply, visual_kd, relation_kd."""
+
+
+def _per(total: Tensor, count: Tensor | int) -> Tensor:
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
+
+
+class Distiller:
+    """CE and distillation of a Student from one Teacher, online or cached."""
+
+    def __init__(
+        self,
+        teacher: OnlineTeacher | CachedSignals,
+        weights: LossWeights,
+        divergence: DivergenceSpec,
+        vocab_size: int,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ):
+        self.teacher = teacher
+        self.weights = weights
+        self.divergence = divergence
+        self.vocab_size = vocab_size
+        self.chunk_size = chunk_size
+        self._told_visual_skip = False
+
+    @property
+    def needs_sample_index(self) -> bool:
+        return not isinstance(self.teacher, OnlineTeacher)
+
+    def __call__(self, student: nn.Module, batch: dict[str, Tensor], counts: TargetCounts | None = None) -> LossTerms:
+        """The loss of one micro-batch; `counts` defaults to the batch's own (no gradient accumulation)."""
+        if counts is None:
+            counts = TargetCounts.of_batches([batch], student.config.image_token_id)
+        hidden = final_hidden_states(student, batch)
+        positions = response_mask(batch["labels"])
+        head_arguments = dict(
+            student_hidden=hidden[positions],
+            student_head_weight=student.lm_head.weight,
+            vocab_size=self.vocab_size,
+            chunk_size=self.chunk_size,
+            loss_chunk_size=loss_chunk_size(self.vocab_size),
+            labels=next_token_targets(batch["labels"])[positions],
+            kd_weight=self.weights.response_kd,
+            ce_weight=self.weights.ce,
+        )
+        if isinstance(self.teacher, OnlineTeacher):
+            teacher = self.teacher(batch)
+            response = head_kd_loss(
+                teacher_hidden=aligned_response_hidden(teacher, positions),
+                teacher_head_weight=self.teacher.head_weight,
+                spec=self.divergence,
+                **head_arguments,
+            )
+        else:
+            signal = self.teacher.signal(batch["sample_index"].tolist())
+            response = sparse_head_kd_loss(signal=_to(signal, hidden.device), **head_arguments)
+
+        loss = _per(response.loss, counts.response_tokens)
+        terms = {
+            "ce": _per(response.ce_sum, counts.response_tokens),
+            "response_kd": _per(response.kd_sum, counts.response_tokens),
+        }
+        if isinstance(self.teacher, OnlineTeacher) and (self.weights.visual_kd or self.weights.relation_kd):
+            for name, term in self._visual_terms(student, batch, hidden, teacher, counts).items():
+                loss = loss + getattr(self.weights, name) * term
+                terms[name] = term.detach()
+        return LossTerms(loss, terms)
+
+    def _visual_terms(
+        self,
+        student: nn.Module,
+        batch: dict[str, Tensor],
+        hidden: Tensor,
+        teacher: TeacherOutputs,
+        counts: TargetCounts,
+    ) -> dict[str, Tensor]:
+        """Visual-token KD and RDist, when both models expand each image into the same number of tokens."""
+        student_images = batch["input_ids"] == student.config.image_token_id
+        teacher_images = teacher.input_ids == self.teacher.image_token_id
+        if not torch.equal(student_images.sum(1), teacher_images.sum(1)):
+            self._tell_visual_skip(student_images, teacher_images, len(batch["pixel_values"]))
+            return {}
+        terms = {}
+        if self.weights.visual_kd:
+            visual = head_kd_loss(
+                hidden[student_images],
+                student.lm_head.weight,
+                teacher.hidden[teacher_images],
+                self.teacher.head_weight,
+                self.divergence,
+                self.vocab_size,
+                self.chunk_size,
+                loss_chunk_size=loss_chunk_size(self.vocab_size),
+            )
+            terms["visual_kd"] = _per(visual.loss, counts.image_tokens)
+        if self.weights.relation_kd:
+            images = len(batch["pixel_values"]) if "pixel_values" in batch else 0
+            if images:
+                relation = images * rdist_loss(
+                    hidden[student_images].unflatten(0, (images, -1)),
+                    head_gram(student.lm_head.weight, self.vocab_size),
+                    teacher.hidden[teacher_images].unflatten(0, (images, -1)),
+                    self.teacher.gram(self.vocab_size),
+                )
+            else:
+                relation = hidden.new_zeros(())
+            terms["relation_kd"] = _per(relation, counts.images)
+        return terms
+
+    def _tell_visual_skip(self, student_images: Tensor, teacher_images: Tensor, images: int) -> None:
+        if self._told_visual_skip:
+            return
+        self._told_visual_skip = True
+        log.warning(
+            "visual-token KD and relation KD are skipped: the Student expands an image into %d tokens, "
+            "the Teacher into %d; they apply only when both see the same image tokens (response KD still applies)",
+            int(student_images.sum()) // images,
+            int(teacher_images.sum()) // images,
+        )
+
+
+def aligned_response_hidden(teacher: TeacherOutputs, student_positions: Tensor) -> Tensor:
+    """The Teacher's hidden states at its response positions, row by row in the Student's order."""
+    teacher_positions = response_mask(teacher.labels)
+    student_counts, teacher_counts = student_positions.sum(1), teacher_positions.sum(1)
+    if not torch.equal(student_counts, teacher_counts):
+        raise ValueError(
+            f"Teacher and Student inputs hold different numbers of response tokens per sample "
+            f"({teacher_counts.tolist()} vs {student_counts.tolist()}): they must encode the same conversations"
+        )
+    return teacher.hidden[teacher_positions]
+
+
+def _to(signal: SparseTeacherSignal, device: torch.device) -> SparseTeacherSignal:
+    return SparseTeacherSignal(
+        signal.token_ids.to(device), signal.log_probs.to(device), signal.tail_log_mass.to(device)
+    )

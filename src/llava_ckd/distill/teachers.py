@@ -1,0 +1,53 @@
+"""An online Teacher: a frozen VLM run on its own view of each batch, in its own dtype, without gradients."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from llava_ckd.data.collator import TEACHER_PREFIX
+from llava_ckd.distill.positions import MODEL_INPUTS, final_hidden_states
+from llava_ckd.distill.relation import head_gram
+
+
+class TeacherOutputs(NamedTuple):
+    hidden: Tensor
+    """[B, L_teacher, d_teacher] final hidden states."""
+    input_ids: Tensor
+    labels: Tensor
+
+
+def teacher_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The Teacher's view of a batch: its own `teacher_*` inputs where the collator wrote them, else the Student's."""
+    if TEACHER_PREFIX + "input_ids" not in batch:
+        return {name: batch[name] for name in (*MODEL_INPUTS, "labels") if name in batch}
+    return {
+        name.removeprefix(TEACHER_PREFIX): value for name, value in batch.items() if name.startswith(TEACHER_PREFIX)
+    }
+
+
+class OnlineTeacher:
+    def __init__(self, model: nn.Module):
+        self.model = model.eval().requires_grad_(False)
+        self._grams: dict[int, Tensor] = {}
+
+    @property
+    def head_weight(self) -> Tensor:
+        return self.model.lm_head.weight
+
+    @property
+    def image_token_id(self) -> int:
+        return self.model.config.image_token_id
+
+    def gram(self, vocab_size: int) -> Tensor:
+        """The Teacher head's d×d Gram matrix (see `relation.py`), computed once."""
+        if vocab_size not in self._grams:
+            self._grams[vocab_size] = head_gram(self.head_weight, vocab_size)
+        return self._grams[vocab_size]
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, Tensor]) -> TeacherOutputs:
+        inputs = teacher_inputs(batch)
+        return TeacherOutputs(final_hidden_states(self.model, inputs), inputs["input_ids"], inputs["labels"])

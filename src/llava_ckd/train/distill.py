@@ -1,0 +1,36 @@
+"""A distill stage's Teacher side: the Teacher (online or cached), checked against the Student, and its loss."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, ProcessorMixin
+
+from llava_ckd.config import CachedTeacherConfig, StageConfig
+from llava_ckd.data.collator import TeacherView
+from llava_ckd.data.conversations import Sample
+from llava_ckd.distill.cache import TeacherCache
+from llava_ckd.distill.loss import Distiller
+from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.vocab import check_same_tokenizer, shared_vocab_size
+from llava_ckd.models.load import model_from_source
+
+
+def build_distiller(
+    config: StageConfig, student: PreTrainedModel, processor: ProcessorMixin, samples: list[Sample],
+    device: torch.device,
+) -> tuple[Distiller, TeacherView | None]:
+    """The stage's `Distiller`, and how the Teacher's inputs differ from the Student's (None: they do not)."""
+    tokenizer = processor.tokenizer
+    student_rows = len(student.lm_head.weight)
+    if isinstance(config.teacher, CachedTeacherConfig):
+        vocab_size = shared_vocab_size(student_rows, student_rows, len(tokenizer))
+        cache = TeacherCache(config.teacher.path)
+        cache.check_matches(tokenizer, config.data.conversations, config.data.max_length, samples, vocab_size)
+        return Distiller(cache, config.losses, config.divergence, vocab_size, config.kd_chunk_size), None
+
+    teacher_model, teacher_processor = model_from_source(config.teacher.model, seed=config.seed)
+    check_same_tokenizer(tokenizer, teacher_processor.tokenizer)
+    vocab_size = shared_vocab_size(student_rows, len(teacher_model.lm_head.weight), len(tokenizer))
+    teacher = OnlineTeacher(teacher_model.to(device))
+    distiller = Distiller(teacher, config.losses, config.divergence, vocab_size, config.kd_chunk_size)
+    return distiller, TeacherView.between(processor, teacher_processor)

@@ -1,0 +1,137 @@
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llava_ckd.data.collator import TEACHER_PREFIX, reexpand_image_tokens
+from llava_ckd.data.conversations import IGNORE_INDEX, Sample
+from llava_ckd.distill.divergences import DivergenceSpec
+from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.teachers import OnlineTeacher, teacher_inputs
+from tests.distill.conftest import coarse_teacher, collate, load_dataset
+
+WEIGHTS = LossWeights(ce=0.7, response_kd=1.3, visual_kd=0.4, relation_kd=2.0)
+SPEC = DivergenceSpec(name="jsd", temperature=2.0, beta=0.3)
+
+
+def model_inputs(batch):
+    return {name: batch[name] for name in ("input_ids", "attention_mask", "pixel_values")}
+
+
+def naive_terms(student, teacher, batch, spec):
+    """The loss terms the plain way: full logits of both models, masks written out here."""
+    inputs, labels = model_inputs(batch), batch["labels"]
+    teacher_side = teacher_inputs(batch)
+    student_logits = student(**inputs).logits
+    with torch.no_grad():
+        teacher_logits = teacher(**{k: v for k, v in teacher_side.items() if k != "labels"}).logits
+    student_targets = labels[:, 1:] != IGNORE_INDEX
+    teacher_targets = teacher_side["labels"][:, 1:] != IGNORE_INDEX
+    terms = {
+        "ce": student(**inputs, labels=labels).loss,
+        "response_kd": spec(student_logits[:, :-1][student_targets], teacher_logits[:, :-1][teacher_targets]).mean(),
+    }
+    student_images = batch["input_ids"] == student.config.image_token_id
+    teacher_images = teacher_side["input_ids"] == teacher.config.image_token_id
+    if student_images.sum() == teacher_images.sum():
+        terms["visual_kd"] = spec(student_logits[student_images], teacher_logits[teacher_images]).mean()
+        images = len(batch["pixel_values"])
+        student_z = student_logits[student_images].view(images, -1, student_logits.shape[-1])
+        teacher_z = teacher_logits[teacher_images].view(images, -1, teacher_logits.shape[-1])
+        student_r, teacher_r = student_z @ student_z.mT, teacher_z @ teacher_z.mT
+        terms["relation_kd"] = (1 - F.cosine_similarity(student_r.flatten(1), teacher_r.flatten(1), dim=1)).mean()
+    return terms
+
+
+def gradients(loss, model):
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    return torch.autograd.grad(loss, parameters, allow_unused=True)
+
+
+def assert_same_gradients(first, second):
+    for a, b in zip(first, second, strict=True):
+        if a is None or b is None:
+            assert (a is None or not a.any()) and (b is None or not b.any())
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_terms_and_gradients_equal_the_naive_full_logits_computation(pair, colour_data, tokenizer):
+    student, processor, teacher = pair
+    batch = collate(load_dataset(colour_data, processor), processor, [0, 3, 5])
+    distiller = Distiller(OnlineTeacher(teacher), WEIGHTS, SPEC, len(tokenizer), chunk_size=7)
+
+    loss, terms = distiller(student, batch)
+    naive = naive_terms(student, teacher, batch, SPEC)
+
+    assert terms.keys() == naive.keys() == {"ce", "response_kd", "visual_kd", "relation_kd"}
+    for name, value in naive.items():
+        torch.testing.assert_close(terms[name], value.detach(), rtol=1e-4, atol=1e-7, msg=name)
+        assert value > 0
+    naive_loss = sum(getattr(WEIGHTS, name) * value for name, value in naive.items())
+    torch.testing.assert_close(loss, naive_loss, rtol=1e-5, atol=0)
+    assert_same_gradients(gradients(loss, student), gradients(naive_loss, student))
+
+
+def test_zero_weights_leave_their_terms_out_of_the_loss(pair, colour_data, tokenizer):
+    student, processor, teacher = pair
+    batch = collate(load_dataset(colour_data, processor), processor, [1, 2])
+    kd_only = Distiller(OnlineTeacher(teacher), LossWeights(ce=0, response_kd=1), SPEC, len(tokenizer))
+
+    loss, terms = kd_only(student, batch)
+
+    assert terms.keys() == {"ce", "response_kd"} and terms["ce"] > 0
+    torch.testing.assert_close(loss.detach(), terms["response_kd"])
+
+
+def test_teacher_with_other_image_token_count_is_aligned_by_response_positions(pair, colour_data, tokenizer, caplog):
+    student, processor, _ = pair
+    teacher, teacher_processor = coarse_teacher(tokenizer)
+    dataset = load_dataset(colour_data, processor)
+    batch = collate(dataset, processor, [0, 1, 6], teacher_processor=teacher_processor)
+
+    image_id = student.config.image_token_id
+    assert ((batch["input_ids"] == image_id).sum(1) == 16).all()
+    assert ((batch[TEACHER_PREFIX + "input_ids"] == image_id).sum(1) == 4).all()
+    student_answers = batch["labels"][batch["labels"] != IGNORE_INDEX]
+    teacher_labels = batch[TEACHER_PREFIX + "labels"]
+    assert torch.equal(teacher_labels[teacher_labels != IGNORE_INDEX], student_answers)
+
+    distiller = Distiller(OnlineTeacher(teacher), WEIGHTS, SPEC, len(tokenizer))
+    with caplog.at_level(logging.WARNING, logger="llava_ckd.distill.loss"):
+        loss, terms = distiller(student, batch)
+        distiller(student, batch)
+    naive = naive_terms(student, teacher, batch, SPEC)
+
+    assert terms.keys() == naive.keys() == {"ce", "response_kd"}
+    torch.testing.assert_close(terms["response_kd"], naive["response_kd"].detach(), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(terms["ce"], naive["ce"].detach(), rtol=1e-4, atol=1e-7)
+    skips = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert skips == [
+        "visual-token KD and relation KD are skipped: the Student expands an image into 16 tokens, the Teacher "
+        "into 4; they apply only when both see the same image tokens (response KD still applies)"
+    ]
+
+
+def test_teacher_inputs_from_other_conversations_are_refused(pair, colour_data, tokenizer):
+    student, processor, _ = pair
+    teacher, teacher_processor = coarse_teacher(tokenizer)
+    batch = collate(load_dataset(colour_data, processor), processor, [0, 1], teacher_processor=teacher_processor)
+    labels = batch[TEACHER_PREFIX + "labels"]
+    labels[0, (labels[0] != IGNORE_INDEX).nonzero()[0]] = IGNORE_INDEX
+
+    with pytest.raises(ValueError, match="different numbers of response tokens per sample"):
+        Distiller(OnlineTeacher(teacher), WEIGHTS, SPEC, len(tokenizer))(student, batch)
+
+
+def test_reexpansion_resizes_every_image_run_and_refuses_a_partial_image():
+    image = 3
+    sample = Sample("x", [5, image, image, image, image, 7, image, image, 8, 9], [-100] * 8 + [8, 9], [])
+
+    resized = reexpand_image_tokens(sample, image, tokens_per_image=2, new_tokens_per_image=3)
+
+    assert resized.input_ids == [5, *[image] * 6, 7, *[image] * 3, 8, 9]
+    assert resized.labels == [-100] * 11 + [8, 9]
+    with pytest.raises(ValueError, match="sample x: a run of 4 image tokens is not a whole number of images of 3"):
+        reexpand_image_tokens(sample, image, tokens_per_image=3, new_tokens_per_image=1)

@@ -1,0 +1,95 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llava_ckd.distill.cache import CacheError, TeacherCache, write_teacher_cache
+from llava_ckd.distill.divergences import DivergenceSpec
+from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.models import train_tokenizer
+from tests.conftest import colour_records, write_dataset
+from tests.distill.conftest import MAX_LENGTH, collate, load_dataset
+
+
+def write_cache(teacher, processor, data, out, top_k, max_length=MAX_LENGTH):
+    return write_teacher_cache(
+        teacher, processor, data, data.parent / "images", out, top_k, max_length, batch_size=3, samples_per_shard=3
+    )
+
+
+@pytest.fixture
+def full_cache(pair, colour_data, tokenizer, tmp_path):
+    """The Teacher's signals over the whole vocabulary (k = V), in 3 shards of 3, 3 and 2 samples."""
+    _, processor, teacher = pair
+    return write_cache(teacher, processor, colour_data, tmp_path / "cache", top_k=len(tokenizer))
+
+
+def test_cache_holds_every_response_token_of_every_sample(full_cache, pair, colour_data, tokenizer):
+    _, processor, _ = pair
+    manifest = json.loads((full_cache / "manifest.json").read_text())
+    shards = [load_file(full_cache / name) for name in manifest["shards"]]
+
+    assert manifest["sample_ids"] == [f"s{i}" for i in range(8)] and manifest["top_k"] == len(tokenizer)
+    assert [len(shard["offsets"]) - 1 for shard in shards] == [3, 3, 2]
+    assert sum(len(shard["token_ids"]) for shard in shards) == sum(manifest["response_tokens"])
+    assert shards[0]["token_ids"].shape[1] == len(tokenizer)
+    assert torch.isneginf(shards[0]["tail_log_mass"]).all()
+    TeacherCache(full_cache).check_matches(
+        tokenizer, colour_data, MAX_LENGTH, load_dataset(colour_data, processor).samples, len(tokenizer)
+    )
+
+
+def test_cached_kd_with_the_whole_vocabulary_equals_online_kd(full_cache, pair, colour_data, tokenizer):
+    student, processor, teacher = pair
+    batch = collate(load_dataset(colour_data, processor), processor, [6, 1, 4], with_sample_index=True)
+    weights, spec = LossWeights(ce=0.5, response_kd=2.0), DivergenceSpec(name="forward_kl")
+    parameters = [p for p in student.parameters() if p.requires_grad]
+
+    online_loss, online_terms = Distiller(OnlineTeacher(teacher), weights, spec, len(tokenizer))(student, batch)
+    cached_loss, cached_terms = Distiller(TeacherCache(full_cache), weights, spec, len(tokenizer))(student, batch)
+
+    assert online_terms["response_kd"] > 0
+    torch.testing.assert_close(cached_loss, online_loss, rtol=1e-5, atol=0)
+    torch.testing.assert_close(cached_terms["response_kd"], online_terms["response_kd"], rtol=1e-5, atol=0)
+    for cached, online in zip(
+        torch.autograd.grad(cached_loss, parameters, allow_unused=True),
+        torch.autograd.grad(online_loss, parameters, allow_unused=True),
+        strict=True,
+    ):
+        if online is not None:
+            torch.testing.assert_close(cached, online, rtol=1e-4, atol=1e-7)
+
+
+def test_a_cache_of_other_data_tokenizer_or_length_is_refused_saying_what_differs(
+    full_cache, pair, colour_data, tokenizer, tmp_path
+):
+    _, processor, _ = pair
+    cache, samples = TeacherCache(full_cache), load_dataset(colour_data, processor).samples
+    other_records = colour_records(8)
+    other_records[2]["conversations"][1]["value"] = "crimson"
+    other_data = write_dataset(tmp_path / "other", other_records)
+
+    with pytest.raises(CacheError, match=r"does not match this stage:\n  data file: cached from .*train\.json"):
+        cache.check_matches(tokenizer, other_data, MAX_LENGTH, samples, len(tokenizer))
+    with pytest.raises(CacheError, match="max_length: cached with 64, this stage uses 48"):
+        cache.check_matches(tokenizer, colour_data, 48, samples, len(tokenizer))
+    other_tokenizer = train_tokenizer(["a different corpus of words"] * 20, vocab_size=300)
+    with pytest.raises(CacheError, match="tokenizer: the cache was made with another tokenizer"):
+        cache.check_matches(other_tokenizer, colour_data, MAX_LENGTH, samples, len(tokenizer))
+    with pytest.raises(CacheError, match=r"samples: the cache holds 8 samples, this stage keeps 7"):
+        cache.check_matches(tokenizer, colour_data, MAX_LENGTH, samples[:7], len(tokenizer))
+    with pytest.raises(CacheError, match="no Teacher cache in"):
+        TeacherCache(tmp_path / "other")
+
+
+def test_rewriting_a_cache_keeps_a_current_one_and_refuses_to_overwrite_another(pair, colour_data, tmp_path):
+    _, processor, teacher = pair
+    out = write_cache(teacher, processor, colour_data, tmp_path / "cache", top_k=4)
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+
+    assert write_cache(teacher, processor, colour_data, out, top_k=4) == out
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp
+    with pytest.raises(CacheError, match="already holds a Teacher cache made from other inputs"):
+        write_cache(teacher, processor, colour_data, out, top_k=8)
