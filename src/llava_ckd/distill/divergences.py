@@ -122,10 +122,3 @@ class DivergenceSpec(BaseModel):
             parameter = _SHAPE_PARAMETER[self.name]
             parameters[parameter] = getattr(self, parameter)
         return DIVERGENCES[self.name](student_logits, teacher_logits, **parameters)
-
-    def masked_sum(self, student_logits: Tensor, teacher_logits: Tensor, mask: Tensor) -> Tensor:
-        """Sum of the per-token loss over the positions where ``mask`` ([...], bool) is true.
-
-        Masked-out positions are never computed, so whatever they hold cannot leak into the sum.
-        """
-        return self(student_logits[mask], teacher_logits[mask]).sum()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from llava_ckd.distill.divergences import DivergenceSpec, at_least_float32
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 IGNORE_INDEX = -100
 # Tuned with benchmarks/kd_heads.py (Qwen2.5 vocabulary, CPU): smaller head chunks re-read the
@@ -32,6 +35,15 @@ PartKD = Callable[[slice, Tensor], Tensor]
 """(rows within a head chunk, the Student's logits of those rows [r, V]) -> per-token KD loss [r]."""
 ChunkKD = Callable[[slice], PartKD]
 """Rows of a head chunk -> the KD loss of parts of that chunk (the Teacher's side runs once per chunk)."""
+
+
+class HeadLossOptions(TypedDict, total=False):
+    """The keyword-only options of ``fused_head_loss``, which the KD-specific wrappers pass on as they are."""
+
+    loss_chunk_size: int
+    labels: Tensor | None
+    kd_weight: float
+    ce_weight: float
 
 
 class HeadLosses(NamedTuple):
@@ -189,17 +201,13 @@ def head_kd_loss(
     spec: DivergenceSpec,
     vocab_size: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    *,
-    loss_chunk_size: int = DEFAULT_LOSS_CHUNK_SIZE,
-    labels: Tensor | None = None,
-    kd_weight: float = 1.0,
-    ce_weight: float = 1.0,
+    **options: Unpack[HeadLossOptions],
 ) -> HeadLosses:
     """Response-token KD from an online Teacher: ``spec`` summed over the N gathered positions.
 
     ``student_hidden`` [N, ds] and ``teacher_hidden`` [N, dt] are the final hidden states at the
     same N target positions; the heads [Vs, ds] and [Vt, dt] are compared over their first
-    ``vocab_size`` rows. The Teacher side gets no gradient. See ``fused_head_loss``.
+    ``vocab_size`` rows. The Teacher side gets no gradient. See ``fused_head_loss`` for ``options``.
     """
     if teacher_hidden.shape[0] != student_hidden.shape[0]:
         raise ValueError(
@@ -215,14 +223,4 @@ def head_kd_loss(
         teacher_logits = teacher_hidden[rows] @ teacher_weight.T
         return lambda part, student_logits: spec(student_logits, teacher_logits[part])
 
-    return fused_head_loss(
-        student_hidden,
-        student_head_weight,
-        vocab_size,
-        chunk_kd,
-        chunk_size,
-        loss_chunk_size=loss_chunk_size,
-        labels=labels,
-        kd_weight=kd_weight,
-        ce_weight=ce_weight,
-    )
+    return fused_head_loss(student_hidden, student_head_weight, vocab_size, chunk_kd, chunk_size, **options)

@@ -10,6 +10,7 @@ Signals are taken at temperature 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +19,14 @@ from torch import Tensor
 from llava_ckd.distill.divergences import at_least_float32
 from llava_ckd.distill.heads import (
     DEFAULT_CHUNK_SIZE,
-    DEFAULT_LOSS_CHUNK_SIZE,
     HeadLosses,
+    HeadLossOptions,
     PartKD,
     fused_head_loss,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -69,15 +73,12 @@ def sparse_head_kd_loss(
     signal: SparseTeacherSignal,
     vocab_size: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    *,
-    loss_chunk_size: int = DEFAULT_LOSS_CHUNK_SIZE,
-    labels: Tensor | None = None,
-    kd_weight: float = 1.0,
-    ce_weight: float = 1.0,
+    **options: Unpack[HeadLossOptions],
 ) -> HeadLosses:
     """``sparse_forward_kl`` summed over the N gathered positions, from the Student's hidden states.
 
-    Chunked like ``heads.head_kd_loss``; ``signal`` holds the same N positions in the same order.
+    Chunked like ``heads.head_kd_loss`` (``options``: see ``heads.fused_head_loss``); ``signal`` holds
+    the same N positions in the same order.
     """
     if signal.token_ids.shape[0] != student_hidden.shape[0]:
         raise ValueError(
@@ -88,14 +89,4 @@ def sparse_head_kd_loss(
         chunk_signal = signal[rows]
         return lambda part, student_logits: sparse_forward_kl(student_logits, chunk_signal[part])
 
-    return fused_head_loss(
-        student_hidden,
-        student_head_weight,
-        vocab_size,
-        chunk_kd,
-        chunk_size,
-        loss_chunk_size=loss_chunk_size,
-        labels=labels,
-        kd_weight=kd_weight,
-        ce_weight=ce_weight,
-    )
+    return fused_head_loss(student_hidden, student_head_weight, vocab_size, chunk_kd, chunk_size, **options)

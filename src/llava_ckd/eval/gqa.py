@@ -14,24 +14,19 @@ type; a balanced question without a prediction is an error. `predictions` writes
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
 from llava_ckd.eval.files import EvalDataError, read_json
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
-from llava_ckd.eval.report import render_scores
+from llava_ckd.eval.report import accuracy_summary, render_scores
 
 GROUND_TRUTH = "testdev_balanced_questions.json"
 
 
 def prediction(text: str) -> str:
     return text.rstrip(".").lower()
-
-
-def _mean_percent(scores: list[bool]) -> float:
-    return 100 * sum(scores) / len(scores)
 
 
 @dataclass(frozen=True)
@@ -54,24 +49,18 @@ class Gqa:
     def score(self, data_dir: Path, answers: list[dict]) -> dict:
         truth = read_json(data_dir / GROUND_TRUTH, "GQA ground truth (GQA's testdev_balanced_questions.json)")
         predicted = {str(p["questionId"]): p["prediction"] for p in self.predictions(data_dir, answers)}
-        overall: list[bool] = []
-        structural: dict[str, list[bool]] = defaultdict(list)
-        semantic: dict[str, list[bool]] = defaultdict(list)
+        correct: list[bool] = []
+        structural: list[str] = []
+        semantic: list[str] = []
         for question_id, item in truth.items():
             if not item["isBalanced"]:
                 continue
             if question_id not in predicted:
                 raise EvalDataError(f"no prediction for GQA question {question_id}")
-            correct = predicted[question_id] == item["answer"]
-            overall.append(correct)
-            structural[item["types"]["structural"]].append(correct)
-            semantic[item["types"]["semantic"]].append(correct)
-        return {
-            "accuracy": _mean_percent(overall),
-            "n": len(overall),
-            "structural": {kind: _mean_percent(s) for kind, s in sorted(structural.items())},
-            "semantic": {kind: _mean_percent(s) for kind, s in sorted(semantic.items())},
-        }
+            correct.append(predicted[question_id] == item["answer"])
+            structural.append(item["types"]["structural"])
+            semantic.append(item["types"]["semantic"])
+        return accuracy_summary(correct, structural=structural, semantic=semantic)
 
     def render(self, result: dict) -> str:
         breakdowns = {"structural": result["structural"], "semantic": result["semantic"]}

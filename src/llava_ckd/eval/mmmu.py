@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 import random
 import re
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 from llava_ckd.eval.answers import answer_texts
 from llava_ckd.eval.files import read_jsonl
 from llava_ckd.eval.questions import MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, EvalQuestion
-from llava_ckd.eval.report import render_scores
+from llava_ckd.eval.report import accuracy_summary, render_scores
 
 RANDOM_SEED = 42
 MULTIPLE_CHOICE = "multiple-choice"
@@ -162,7 +161,7 @@ class Mmmu:
         records = self._records(data_dir)
         texts = answer_texts(self.questions(data_dir), answers)
         rng = random.Random(RANDOM_SEED)
-        per_subject: dict[str, list[bool]] = defaultdict(list)
+        correct_answers: list[bool] = []
         for record, text in zip(records, texts, strict=True):
             gold = record["answer"]
             if record["question_type"] == MULTIPLE_CHOICE:
@@ -170,13 +169,8 @@ class Mmmu:
                 correct = choice in gold if isinstance(gold, list) else choice == gold
             else:
                 correct = open_is_correct(gold, parse_open(text))
-            per_subject[subject_of(record["id"])].append(correct)
-        everything = [correct for results in per_subject.values() for correct in results]
-        return {
-            "accuracy": 100 * sum(everything) / len(everything),
-            "n": len(everything),
-            "categories": {subject: 100 * sum(r) / len(r) for subject, r in sorted(per_subject.items())},
-        }
+            correct_answers.append(correct)
+        return accuracy_summary(correct_answers, categories=[subject_of(record["id"]) for record in records])
 
     def render(self, result: dict) -> str:
         breakdowns = {"subject": result["categories"]}

@@ -1,8 +1,26 @@
-"""Plain-text tables for `render`."""
+"""Score summaries for `score` and plain-text tables for `render`."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+
+
+def _mean_percent(scores: Sequence[float]) -> float:
+    """The mean of per-item scores (0/1 or fractions), in percent."""
+    return 100 * sum(scores) / len(scores)
+
+
+def accuracy_summary(scores: Sequence[float], **breakdowns: Sequence[str]) -> dict:
+    """`{"accuracy": mean score in percent, "n"}` of per-item scores, plus, per breakdown (one label
+    per item, in the same order), `{label: mean score in percent of its items}` with labels sorted."""
+    summary: dict = {"accuracy": _mean_percent(scores), "n": len(scores)}
+    for name, labels in breakdowns.items():
+        grouped: dict[str, list[float]] = defaultdict(list)
+        for label, score in zip(labels, scores, strict=True):
+            grouped[label].append(score)
+        summary[name] = {label: _mean_percent(group) for label, group in sorted(grouped.items())}
+    return summary
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

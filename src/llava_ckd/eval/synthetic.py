@@ -11,14 +11,13 @@ with `answer`. Accuracy in percent, overall and per category.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
 from llava_ckd.eval.files import EvalDataError, read_jsonl
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
-from llava_ckd.eval.report import render_scores
+from llava_ckd.eval.report import accuracy_summary, render_scores
 
 
 def prediction(text: str) -> str:
@@ -36,18 +35,15 @@ class Synthetic:
     def score(self, data_dir: Path, answers: list[dict]) -> dict:
         key = {str(k["question_id"]): k for k in read_jsonl(data_dir / "answer_key.jsonl", "synthetic answer key")}
         questions = self.questions(data_dir)
-        per_category: dict[str, list[bool]] = defaultdict(list)
+        correct: list[bool] = []
+        categories: list[str] = []
         for question, text in zip(questions, answer_texts(questions, answers), strict=True):
             expected = key.get(str(question.question_id))
             if expected is None:
                 raise EvalDataError(f"answer_key.jsonl has no answer for question {question.question_id}")
-            per_category[expected["category"]].append(prediction(text) == expected["answer"])
-        everything = [correct for results in per_category.values() for correct in results]
-        return {
-            "accuracy": 100 * sum(everything) / len(everything),
-            "categories": {name: 100 * sum(r) / len(r) for name, r in sorted(per_category.items())},
-            "n": len(everything),
-        }
+            correct.append(prediction(text) == expected["answer"])
+            categories.append(expected["category"])
+        return accuracy_summary(correct, categories=categories)
 
     def render(self, result: dict) -> str:
         breakdowns = {"category": result["categories"]}

@@ -21,7 +21,7 @@ from pathlib import Path
 from llava_ckd.eval.answers import answer_texts
 from llava_ckd.eval.files import EvalDataError, read_json
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
-from llava_ckd.eval.report import render_scores
+from llava_ckd.eval.report import accuracy_summary, render_scores
 from llava_ckd.eval.vqa_normalize import textvqa_accuracy
 
 ANNOTATIONS = "TextVQA_0.5.1_val.json"
@@ -58,7 +58,7 @@ class TextVqa:
             if key not in human_answers:
                 raise EvalDataError(f"no TextVQA annotation for image {key[0]}, question {key[1]!r}")
             scores.append(textvqa_accuracy(text, human_answers[key]))
-        return {"accuracy": 100 * sum(scores) / len(scores), "n": len(scores)}
+        return accuracy_summary(scores)
 
     def render(self, result: dict) -> str:
         return render_scores(f"TextVQA (n={result['n']})", "accuracy", result["accuracy"])

@@ -14,14 +14,13 @@ question, answers through `evalai_process`. Scoring runs the VizWiz server's rul
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
 from llava_ckd.eval.files import EvalDataError, read_json
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
-from llava_ckd.eval.report import render_scores
+from llava_ckd.eval.report import accuracy_summary, render_scores
 from llava_ckd.eval.vqa_normalize import evalai_process, vizwiz_accuracy
 
 ANNOTATIONS = "val.json"
@@ -44,20 +43,15 @@ class VizWiz:
     def score(self, data_dir: Path, answers: list[dict]) -> dict:
         annotations = read_json(data_dir / ANNOTATIONS, f"VizWiz val annotations ({ANNOTATIONS})")
         by_image = {a["image"]: a for a in annotations}
-        overall: list[float] = []
-        per_type: dict[str, list[float]] = defaultdict(list)
+        scores: list[float] = []
+        answer_types: list[str] = []
         for entry in self.submission(data_dir, answers):
             if entry["image"] not in by_image:
                 raise EvalDataError(f"no VizWiz annotation for image {entry['image']}")
             annotation = by_image[entry["image"]]
-            accuracy = vizwiz_accuracy(entry["answer"], [a["answer"] for a in annotation["answers"]])
-            overall.append(accuracy)
-            per_type[annotation["answer_type"]].append(accuracy)
-        return {
-            "accuracy": 100 * sum(overall) / len(overall),
-            "n": len(overall),
-            "answer_types": {kind: 100 * sum(s) / len(s) for kind, s in sorted(per_type.items())},
-        }
+            scores.append(vizwiz_accuracy(entry["answer"], [a["answer"] for a in annotation["answers"]]))
+            answer_types.append(annotation["answer_type"])
+        return accuracy_summary(scores, answer_types=answer_types)
 
     def render(self, result: dict) -> str:
         breakdowns = {"answer type": result["answer_types"]}

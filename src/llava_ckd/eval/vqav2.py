@@ -15,14 +15,13 @@ per answer type.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
 from llava_ckd.eval.files import EvalDataError, read_json, read_jsonl
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
-from llava_ckd.eval.report import render_scores
+from llava_ckd.eval.report import accuracy_summary, render_scores
 from llava_ckd.eval.vqa_normalize import evalai_process, vqav2_accuracy
 
 ALL_TEST_QUESTIONS = "llava_vqav2_mscoco_test2015.jsonl"
@@ -50,21 +49,16 @@ class Vqav2:
         annotations = read_json(data_dir / ANNOTATIONS, f"VQAv2 annotations ({ANNOTATIONS})")["annotations"]
         by_id = {str(a["question_id"]): a for a in annotations}
         questions = self.questions(data_dir)
-        overall: list[float] = []
-        per_type: dict[str, list[float]] = defaultdict(list)
+        scores: list[float] = []
+        answer_types: list[str] = []
         for question, text in zip(questions, answer_texts(questions, answers), strict=True):
             annotation = by_id.get(str(question.question_id))
             if annotation is None:
                 raise EvalDataError(f"no VQAv2 annotation for question {question.question_id}")
             human_answers = [a["answer"] for a in annotation["answers"]]
-            accuracy = vqav2_accuracy(evalai_process(text), human_answers)
-            overall.append(accuracy)
-            per_type[annotation["answer_type"]].append(accuracy)
-        return {
-            "accuracy": 100 * sum(overall) / len(overall),
-            "n": len(overall),
-            "answer_types": {kind: 100 * sum(s) / len(s) for kind, s in sorted(per_type.items())},
-        }
+            scores.append(vqav2_accuracy(evalai_process(text), human_answers))
+            answer_types.append(annotation["answer_type"])
+        return accuracy_summary(scores, answer_types=answer_types)
 
     def render(self, result: dict) -> str:
         breakdowns = {"answer type": result["answer_types"]}
