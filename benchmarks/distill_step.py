@@ -29,15 +29,17 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
 from llava_ckd.data.collator import Collator, ConversationDataset
-from llava_ckd.data.conversations import conversation_corpus, load_conversations
-from llava_ckd.data.synthetic import SyntheticSpec, write_benchmark
+from llava_ckd.data.conversations import load_conversations
+from llava_ckd.data.synthetic import SyntheticSpec
+from llava_ckd.demo import prepare_synthetic
 from llava_ckd.distill.cache import TeacherCache, write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.loss import Distiller, LossWeights
 from llava_ckd.distill.teachers import OnlineTeacher
-from llava_ckd.models import build_preset, set_trainable, train_tokenizer
+from llava_ckd.models import build_preset, set_trainable
 
 WARMUP_ROUNDS = 3
 MAX_LENGTH = 256
@@ -57,9 +59,9 @@ class TimedTeacher(OnlineTeacher):
 
 def prepare(folder: Path, batches: int, batch_size: int, top_k: int):
     """Synthetic data, its tokenizer, the Student, the Teacher, the Teacher's cache and collated batches."""
-    write_benchmark(folder, SyntheticSpec(seed=0, n_train=batches * batch_size, n_val=10, n_test=10, n_captions=10))
+    prepare_synthetic(folder, SyntheticSpec(seed=0, n_train=batches * batch_size, n_val=10, n_test=10, n_captions=10))
     conversations, images = folder / "train" / "train.json", folder / "train" / "images"
-    tokenizer = train_tokenizer(conversation_corpus([conversations]))
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     student, processor = build_preset("tiny-student", tokenizer, seed=0)
     set_trainable(student, ("projector", "llm"))
     teacher, _ = build_preset("tiny-teacher", tokenizer, seed=1)

@@ -19,9 +19,9 @@ import torch
 from transformers import AutoModelForImageTextToText, TrainerCallback
 
 from llava_ckd.config import StageConfig
-from llava_ckd.data.conversations import conversation_corpus
-from llava_ckd.data.synthetic import SyntheticSpec, write_benchmark
-from llava_ckd.models import PRESETS, train_tokenizer
+from llava_ckd.data.synthetic import SyntheticSpec
+from llava_ckd.demo import prepare_synthetic
+from llava_ckd.models import PRESETS
 from llava_ckd.train.stage import run_stage
 
 WARMUP_STEPS = 5
@@ -65,10 +65,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        write_benchmark(data, SyntheticSpec(seed=0, n_train=args.steps * args.batch_size, n_val=10, n_test=10,
-                                            n_captions=10))
-        corpus = conversation_corpus([data / "train" / "train.json", data / "train" / "captions.json"])
-        train_tokenizer(corpus).save_pretrained(data / "tokenizer")
+        prepare_synthetic(data, SyntheticSpec(seed=0, n_train=args.steps * args.batch_size, n_val=10, n_test=10,
+                                              n_captions=10))
         rows = [(preset, *measure(preset, data, Path(tmp) / "runs", args.steps, args.batch_size))
                 for preset in PRESETS]
 

@@ -22,13 +22,13 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from llava_ckd.config import StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset
-from llava_ckd.data.conversations import conversation_corpus, load_conversations
-from llava_ckd.data.synthetic import SyntheticSpec, write_benchmark
+from llava_ckd.data.conversations import load_conversations
+from llava_ckd.data.synthetic import SyntheticSpec
+from llava_ckd.demo import prepare_synthetic
 from llava_ckd.distill.cache import TeacherCache, write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.loss import Distiller, LossWeights
 from llava_ckd.distill.teachers import OnlineTeacher
-from llava_ckd.models import train_tokenizer
 from llava_ckd.train.stage import run_stage
 
 MAX_LENGTH = 256
@@ -59,9 +59,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        write_benchmark(data, SyntheticSpec(seed=0, n_train=args.teacher_steps * BATCH_SIZE, n_val=10, n_test=10,
-                                            n_captions=10))
-        train_tokenizer(conversation_corpus([data / "train" / "train.json"])).save_pretrained(data / "tokenizer")
+        prepare_synthetic(data, SyntheticSpec(seed=0, n_train=args.teacher_steps * BATCH_SIZE, n_val=10, n_test=10,
+                                              n_captions=10))
         teacher_dir = sft("tiny-ta", data, Path(tmp) / "teacher", args.teacher_steps)
         student_dir = sft("tiny-student", data, Path(tmp) / "student", args.student_steps)
         teacher = AutoModelForImageTextToText.from_pretrained(teacher_dir).eval()

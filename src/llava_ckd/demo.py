@@ -129,20 +129,26 @@ def run_plans(settings: DemoSettings, data: Path, finals: dict[str, Path]) -> tu
     return results, seconds
 
 
+def stage_runtime(final: Path) -> float:
+    return json.loads((final / "metrics.json").read_text())["train_runtime"]
+
+
 def run_demo(settings: DemoSettings) -> Path:
     started = time.perf_counter()
     data = settings.out / "data"
     prepare_synthetic(data, SyntheticSpec(seed=settings.seed, n_train=settings.n_train, n_val=500,
                                           n_test=settings.n_test, n_captions=settings.n_captions))
     vision = train_vision_encoder(data, settings.out / "vision", steps=settings.vision_steps, seed=settings.seed)
-    results, finals = [], {}
+    results, finals, stage_seconds = [], {}, {}
     for preset in SIZES:
         finals[preset] = train_size(settings, preset, data, vision)
+        seconds = {f"{preset}/{stage}": stage_runtime(finals[preset].parent.parent / stage / "final")
+                   for stage in ("pretrain", "sft")}
+        stage_seconds |= seconds
         scores = evaluate(finals[preset], "synthetic", data / "test", settings.out / "eval" / preset, batch_size=64)
-        results.append(ModelResult.from_run(preset, finals[preset], scores))
+        results.append(ModelResult(preset, llm_parameters(finals[preset]), scores["accuracy"], scores["categories"],
+                                   sum(seconds.values())))
     plan_results, plan_seconds = run_plans(settings, data, finals)
-    stage_seconds = {f"{size}/{stage.parent.name}": json.loads((stage / "metrics.json").read_text())["train_runtime"]
-                     for size in SIZES for stage in (finals[size].parent.parent / "pretrain" / "final", finals[size])}
     report = write_report(settings.out, results + plan_results,
                           majority_baseline(data / "test" / "answer_key.jsonl"), stage_seconds | plan_seconds)
     log.info("demo finished in %.0f s: %s", time.perf_counter() - started, report)

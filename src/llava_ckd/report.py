@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,6 @@ class ModelResult:
     accuracy: float
     categories: dict[str, float]
     train_seconds: float
-
-    @classmethod
-    def from_run(cls, name: str, final: Path, scores: dict) -> ModelResult:
-        """A result from a stage's `final/` folder (the model and the metrics of the stages behind it)."""
-        seconds = sum(json.loads((stage / "final" / "metrics.json").read_text())["train_runtime"]
-                      for stage in final.parent.parent.iterdir() if (stage / "final" / "metrics.json").is_file())
-        return cls(name, llm_parameters(final), scores["accuracy"], scores["categories"], seconds)
 
 
 def llm_parameters(final: Path) -> int:
