@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
@@ -118,11 +119,15 @@ class Distiller:
     def needs_sample_index(self) -> bool:
         return not isinstance(self.teacher, OnlineTeacher)
 
-    def __call__(self, student: nn.Module, batch: dict[str, Tensor], counts: TargetCounts | None = None) -> LossTerms:
-        """The loss of one micro-batch; `counts` defaults to the batch's own (no gradient accumulation)."""
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor], counts: TargetCounts | None = None) -> LossTerms:
+        """The loss of one micro-batch of the Student `model` (plain, or wrapped by its training engine).
+
+        `counts` defaults to the batch's own (no gradient accumulation).
+        """
+        student = extract_model_from_parallel(model)
         if counts is None:
             counts = TargetCounts.of_batches([batch], student.config.image_token_id)
-        hidden = final_hidden_states(student, batch)
+        hidden = final_hidden_states(model, batch)
         positions = response_mask(batch["labels"])
         head_arguments = dict(
             student_hidden=hidden[positions],

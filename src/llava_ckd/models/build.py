@@ -89,6 +89,23 @@ def load_vlm(name_or_path: str | Path, dtype: str = "fp32") -> tuple[PreTrainedM
     return model.eval(), processor
 
 
+def composition_config(
+    vision_config: PreTrainedConfig, text_config: PreTrainedConfig, image_token: int, vision_feature_layer: int = -2
+) -> LlavaConfig:
+    """The LlavaConfig of a vision tower + LLM joined by a 2-layer GELU projector, one token per image patch."""
+    has_cls = vision_config.model_type == "clip_vision_model"
+    return LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=image_token,
+        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default" if has_cls else "full",  # SigLIP has no CLS token to drop
+        vision_feature_layer=vision_feature_layer,
+        tie_word_embeddings=text_config.tie_word_embeddings,
+    )
+
+
 def compose_vlm(
     vision: str | Path,
     llm: str | Path,
@@ -110,19 +127,7 @@ def compose_vlm(
     vision_config = AutoConfig.from_pretrained(vision)
     vision_config = getattr(vision_config, "vision_config", vision_config)
     vision_tower = AutoModel.from_pretrained(vision, config=vision_config, dtype=DTYPES[dtype])
-    has_cls = vision_config.model_type == "clip_vision_model"
-    grid_tokens = (vision_config.image_size // vision_config.patch_size) ** 2
-
-    config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=language_model.config,
-        image_token_index=image_token_id(tokenizer),
-        image_seq_length=grid_tokens,
-        projector_hidden_act="gelu",
-        vision_feature_select_strategy="default" if has_cls else "full",
-        vision_feature_layer=vision_feature_layer,
-        tie_word_embeddings=language_model.config.tie_word_embeddings,
-    )
+    config = composition_config(vision_config, language_model.config, image_token_id(tokenizer), vision_feature_layer)
     model = LlavaForConditionalGeneration(config).to(DTYPES[dtype])
     model.model.vision_tower.load_state_dict(vision_tower.state_dict())
     model.model.language_model.load_state_dict(language_model.model.state_dict())

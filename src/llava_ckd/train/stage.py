@@ -16,6 +16,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -66,20 +67,27 @@ def training_arguments(config: StageConfig) -> TrainingArguments:
         remove_unused_columns=False,
         dataloader_num_workers=config.dataloader_workers,
         dataloader_pin_memory=False,
+        use_cpu=not torch.cuda.is_available(),  # so that several CPU processes (torchrun) form a gloo group
     )
 
 
 def save_final(trainer: Trainer, processor, config: StageConfig, metrics: dict) -> Path:
-    """Write `final/` through a temporary folder, so a kill during the save never leaves half a model."""
+    """Write `final/` through a temporary folder, so a kill during the save never leaves half a model.
+
+    Every process takes part in `save_model` (sharded engines gather the weights); the main process writes.
+    """
     final = config.output_dir / FINAL
     staging = config.output_dir / (FINAL + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))
-    processor.save_pretrained(staging)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (staging / CONFIG_FILE).write_text(resolved_config_text(config))
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(staging)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (staging / CONFIG_FILE).write_text(resolved_config_text(config))
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    trainer.accelerator.wait_for_everyone()
     return final
 
 
@@ -95,11 +103,13 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Pat
     trainable = set_trainable(model, config.trained_parts)
     log.info("training %s: %s", ", ".join(config.trained_parts), trainable)
 
-    samples, report = load_conversations(config.data.conversations, config.data.images, processor,
-                                         config.data.max_length)
-    (config.output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-
     arguments = training_arguments(config)
+    with arguments.main_process_first(desc="checking the conversations"):  # the others read its sample cache
+        samples, report = load_conversations(config.data.conversations, config.data.images, processor,
+                                             config.data.max_length)
+    if arguments.process_index == 0:
+        (config.output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+
     distiller = teacher_view = None
     if config.kind == "distill":
         distiller, teacher_view = build_distiller(config, model, processor, samples, arguments.device)

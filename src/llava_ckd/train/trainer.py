@@ -36,7 +36,7 @@ class StageTrainer(Trainer):
         counts = self._window if model.training else None
         if counts is not None and num_items_in_batch is not None:
             counts = counts._replace(response_tokens=num_items_in_batch)
-        loss, terms = self.distiller(self.accelerator.unwrap_model(model), inputs, counts)
+        loss, terms = self.distiller(model, inputs, counts)
         for name, value in terms.items():
             self._term_sums[name] = self._term_sums.get(name, 0) + value
         if counts is not None and self.args.average_tokens_across_devices:
@@ -46,7 +46,11 @@ class StageTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Training logs also get each distillation term, averaged over the steps since the last log."""
         if "loss" in logs and self._windows_since_log:
-            logs |= {name: float(total) / self._windows_since_log for name, total in self._term_sums.items()}
+            names = sorted(self._term_sums)
+            totals = torch.stack([self._term_sums[name] for name in names])
+            if self.args.world_size > 1:  # each process holds its share of every term (divided by global counts)
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            logs |= {name: float(total) / self._windows_since_log for name, total in zip(names, totals, strict=True)}
             self._term_sums, self._windows_since_log = {}, 0
         super().log(logs, start_time)
 
