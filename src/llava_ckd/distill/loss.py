@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, DEFAULT_LOSS_CHUNK_SIZE, head_kd_loss
+from llava_ckd.distill.engines import run_inside, share_head_with_forward
+from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, DEFAULT_LOSS_CHUNK_SIZE, HeadLosses, head_kd_loss
 from llava_ckd.distill.positions import final_hidden_states, next_token_targets, response_mask
 from llava_ckd.distill.relation import head_gram, rdist_loss
 from llava_ckd.distill.sparse import SparseTeacherSignal, sparse_head_kd_loss
@@ -127,11 +128,15 @@ class Distiller:
         student = extract_model_from_parallel(model)
         if counts is None:
             counts = TargetCounts.of_batches([batch], student.config.image_token_id)
-        hidden = final_hidden_states(model, batch)
+        share_head_with_forward(student)
+        return run_inside(model, lambda: self._loss(student, batch, counts))
+
+    def _loss(self, student: nn.Module, batch: dict[str, Tensor], counts: TargetCounts) -> LossTerms:
+        hidden = final_hidden_states(student, batch)
         positions = response_mask(batch["labels"])
         head_arguments = dict(
             student_hidden=hidden[positions],
-            student_head_weight=student.lm_head.weight,
+            student_head_weight=student.get_output_embeddings().weight,
             vocab_size=self.vocab_size,
             chunk_size=self.chunk_size,
             loss_chunk_size=loss_chunk_size(self.vocab_size),
@@ -139,27 +144,33 @@ class Distiller:
             kd_weight=self.weights.response_kd,
             ce_weight=self.weights.ce,
         )
-        if isinstance(self.teacher, OnlineTeacher):
-            teacher = self.teacher(batch)
+        if not isinstance(self.teacher, OnlineTeacher):
+            signal = self.teacher.signal(batch["sample_index"].tolist())
+            response = sparse_head_kd_loss(signal=_to(signal, hidden.device), **head_arguments)
+            return self._weighted(response, counts, {})
+
+        teacher = self.teacher(batch)
+        with self.teacher.head_weight() as teacher_head:
             response = head_kd_loss(
                 teacher_hidden=aligned_response_hidden(teacher, positions),
-                teacher_head_weight=self.teacher.head_weight,
+                teacher_head_weight=teacher_head,
                 spec=self.divergence,
                 **head_arguments,
             )
-        else:
-            signal = self.teacher.signal(batch["sample_index"].tolist())
-            response = sparse_head_kd_loss(signal=_to(signal, hidden.device), **head_arguments)
+            visual = {}
+            if self.weights.visual_kd or self.weights.relation_kd:
+                visual = self._visual_terms(student, batch, hidden, teacher, teacher_head, counts)
+        return self._weighted(response, counts, visual)
 
+    def _weighted(self, response: HeadLosses, counts: TargetCounts, visual: dict[str, Tensor]) -> LossTerms:
         loss = _per(response.loss, counts.response_tokens)
         terms = {
             "ce": _per(response.ce_sum, counts.response_tokens),
             "response_kd": _per(response.kd_sum, counts.response_tokens),
         }
-        if isinstance(self.teacher, OnlineTeacher) and (self.weights.visual_kd or self.weights.relation_kd):
-            for name, term in self._visual_terms(student, batch, hidden, teacher, counts).items():
-                loss = loss + getattr(self.weights, name) * term
-                terms[name] = term.detach()
+        for name, term in visual.items():
+            loss = loss + getattr(self.weights, name) * term
+            terms[name] = term.detach()
         return LossTerms(loss, terms)
 
     def _visual_terms(
@@ -168,6 +179,7 @@ class Distiller:
         batch: dict[str, Tensor],
         hidden: Tensor,
         teacher: TeacherOutputs,
+        teacher_head: Tensor,
         counts: TargetCounts,
     ) -> dict[str, Tensor]:
         """Visual-token KD and RDist, when both models expand each image into the same number of tokens."""
@@ -180,9 +192,9 @@ class Distiller:
         if self.weights.visual_kd:
             visual = head_kd_loss(
                 hidden[student_images],
-                student.lm_head.weight,
+                student.get_output_embeddings().weight,
                 teacher.hidden[teacher_images],
-                self.teacher.head_weight,
+                teacher_head,
                 self.divergence,
                 self.vocab_size,
                 self.chunk_size,
@@ -194,9 +206,9 @@ class Distiller:
             if images:
                 relation = images * rdist_loss(
                     hidden[student_images].unflatten(0, (images, -1)),
-                    head_gram(student.lm_head.weight, self.vocab_size),
+                    head_gram(student.get_output_embeddings().weight, self.vocab_size),
                     teacher.hidden[teacher_images].unflatten(0, (images, -1)),
-                    self.teacher.gram(self.vocab_size),
+                    self.teacher.gram(teacher_head, self.vocab_size),
                 )
             else:
                 relation = hidden.new_zeros(())

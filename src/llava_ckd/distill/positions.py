@@ -8,9 +8,7 @@ the two models expand an image into different numbers of tokens.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
-from accelerate.utils import extract_model_from_parallel
 from torch import Tensor, nn
 
 from llava_ckd.distill.heads import IGNORE_INDEX
@@ -28,21 +26,9 @@ def response_mask(labels: Tensor) -> Tensor:
     return next_token_targets(labels) != IGNORE_INDEX
 
 
-def final_hidden_states(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-    """The last layer's hidden states [B, L, d] of a `...ForConditionalGeneration` model, without its LM head.
-
-    `model` may be wrapped by an engine (DDP, FSDP, a DeepSpeed engine): the call goes through the wrapper's
-    forward, which is what syncs gradients and gathers sharded weights. The decoder's output is read by a
-    forward hook, and the LM head runs on no position (the losses apply it in chunks where they need it).
-    """
-    vlm = extract_model_from_parallel(model)
+def final_hidden_states(vlm: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+    """The last layer's hidden states [B, L, d] of a `...ForConditionalGeneration` model, without its LM head."""
     present = {name: inputs[name] for name in MODEL_INPUTS if name in inputs}
     if "pixel_values" in present:
         present["pixel_values"] = present["pixel_values"].to(vlm.dtype)
-    captured = []
-    hook = vlm.model.register_forward_hook(lambda module, args, output: captured.append(output.last_hidden_state))
-    try:
-        model(**present, use_cache=False, logits_to_keep=torch.empty(0, dtype=torch.long, device=vlm.device))
-    finally:
-        hook.remove()
-    return captured[0]
+    return vlm.model(**present, use_cache=False).last_hidden_state

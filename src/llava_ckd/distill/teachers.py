@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
+from accelerate import Accelerator
 from torch import Tensor, nn
 
 from llava_ckd.data.collator import TEACHER_PREFIX
+from llava_ckd.distill.engines import full_weight, prepare_teacher
 from llava_ckd.distill.positions import MODEL_INPUTS, final_hidden_states
 from llava_ckd.distill.relation import head_gram
 
@@ -29,22 +33,29 @@ def teacher_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class OnlineTeacher:
+    """A frozen Teacher; `place` puts it where the training engine wants it (see `engines.py`)."""
+
     def __init__(self, model: nn.Module):
         self.model = model.eval().requires_grad_(False)
         self._grams: dict[int, Tensor] = {}
 
-    @property
-    def head_weight(self) -> Tensor:
-        return self.model.lm_head.weight
+    def place(self, accelerator: Accelerator) -> None:
+        self.model = prepare_teacher(self.model, accelerator)
+
+    @contextmanager
+    def head_weight(self) -> Iterator[Tensor]:
+        """The LM head's weight, whole for the block (gathered when the engine shards it)."""
+        with full_weight(self.model.get_output_embeddings().weight) as weight:
+            yield weight
 
     @property
     def image_token_id(self) -> int:
         return self.model.config.image_token_id
 
-    def gram(self, vocab_size: int) -> Tensor:
-        """The Teacher head's d×d Gram matrix (see `relation.py`), computed once."""
+    def gram(self, head_weight: Tensor, vocab_size: int) -> Tensor:
+        """The d×d Gram matrix (see `relation.py`) of the head weight `head_weight()` gives, computed once."""
         if vocab_size not in self._grams:
-            self._grams[vocab_size] = head_gram(self.head_weight, vocab_size)
+            self._grams[vocab_size] = head_gram(head_weight, vocab_size)
         return self._grams[vocab_size]
 
     @torch.no_grad()

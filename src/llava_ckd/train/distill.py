@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
 from llava_ckd.config import CachedTeacherConfig, StageConfig
@@ -16,8 +15,7 @@ from llava_ckd.models.load import model_from_source
 
 
 def build_distiller(
-    config: StageConfig, student: PreTrainedModel, processor: ProcessorMixin, samples: list[Sample],
-    device: torch.device,
+    config: StageConfig, student: PreTrainedModel, processor: ProcessorMixin, samples: list[Sample]
 ) -> tuple[Distiller, TeacherView | None]:
     """The stage's `Distiller`, and how the Teacher's inputs differ from the Student's (None: they do not)."""
     tokenizer = processor.tokenizer
@@ -31,6 +29,6 @@ def build_distiller(
     teacher_model, teacher_processor = model_from_source(config.teacher.model, seed=config.seed)
     check_same_tokenizer(tokenizer, teacher_processor.tokenizer)
     vocab_size = shared_vocab_size(student_rows, len(teacher_model.lm_head.weight), len(tokenizer))
-    teacher = OnlineTeacher(teacher_model.to(device))
+    teacher = OnlineTeacher(teacher_model)
     distiller = Distiller(teacher, config.losses, config.divergence, vocab_size, config.kd_chunk_size)
     return distiller, TeacherView.between(processor, teacher_processor)

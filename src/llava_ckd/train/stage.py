@@ -112,7 +112,7 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Pat
 
     distiller = teacher_view = None
     if config.kind == "distill":
-        distiller, teacher_view = build_distiller(config, model, processor, samples, arguments.device)
+        distiller, teacher_view = build_distiller(config, model, processor, samples)
     collator = Collator(processor, processor.tokenizer.pad_token_id, cache_images=len(samples),
                         with_sample_index=distiller is not None and distiller.needs_sample_index, teacher=teacher_view)
     trainer = StageTrainer(

@@ -6,12 +6,15 @@ import torch
 from transformers import Trainer
 
 from llava_ckd.distill.loss import Distiller, TargetCounts
+from llava_ckd.distill.teachers import OnlineTeacher
 
 
 class StageTrainer(Trainer):
     def __init__(self, *args, distiller: Distiller | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.distiller = distiller
+        if distiller is not None and isinstance(distiller.teacher, OnlineTeacher):
+            distiller.teacher.place(self.accelerator)  # replicated, or sharded like the Student
         self._window: TargetCounts | None = None
         self._term_sums: dict[str, torch.Tensor] = {}
         self._windows_since_log = 0

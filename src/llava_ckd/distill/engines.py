@@ -1,0 +1,115 @@
+"""Where a model's weights live under each training engine, and how the distillation losses reach them.
+
+Single process and DDP: every process holds whole models. DeepSpeed ZeRO-3 and FSDP shard weights across
+processes and gather them only inside a module's forward. So:
+  - the Student's whole loss (trunk, fused LM heads, Teacher) runs *inside* the forward of the engine's
+    wrapper (`run_inside`): DDP then all-reduces its gradients, FSDP has its root weights gathered, and under
+    ZeRO-3 its LM head is gathered with it (`share_head_with_forward`);
+  - an online Teacher is replicated in eval mode under DDP and ZeRO-2 (it has no gradients or optimizer
+    states to shard), and sharded under ZeRO-3 (a DeepSpeed engine without optimizer) and FSDP2 (every
+    decoder/encoder layer sharded; embeddings and LM head stay whole on each process);
+  - a weight read outside any forward (a Teacher's LM head under ZeRO-3) is gathered for the block that
+    reads it (`full_weight`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, extract_model_from_parallel
+from torch import Tensor, nn
+
+Result = TypeVar("Result")
+
+
+def run_inside(model: nn.Module, compute: Callable[[], Result]) -> Result:
+    """`compute()` run as the forward of the model inside `model` (plain, or an engine's wrapper).
+
+    The wrapper's own forward logic (DDP's gradient-sync set-up, FSDP's and DeepSpeed's parameter gathering)
+    runs around it, as it would around the model's forward.
+    """
+    inner = extract_model_from_parallel(model)
+    original_forward = inner.forward
+
+    def redirected(*args, **kwargs):
+        inner.forward = original_forward
+        return compute()
+
+    inner.forward = redirected
+    try:
+        return model()
+    finally:
+        inner.forward = original_forward
+
+
+def is_zero3_partitioned(weight: Tensor) -> bool:
+    return hasattr(weight, "ds_id")
+
+
+@contextmanager
+def full_weight(weight: Tensor) -> Iterator[Tensor]:
+    """`weight` whole for the block; gathered (read-only) when ZeRO-3 holds only a shard of it."""
+    if not is_zero3_partitioned(weight):
+        yield weight
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([weight]):
+        yield weight
+
+
+def share_head_with_forward(student: nn.Module) -> None:
+    """Under ZeRO-3, gather the Student's LM head with its top-level forward, where the fused heads read it."""
+    head = student.get_output_embeddings().weight
+    if is_zero3_partitioned(head):
+        import deepspeed
+
+        deepspeed.zero.register_external_parameter(student, head)
+
+
+def prepare_teacher(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """The frozen Teacher placed for the engine `accelerator` runs: replicated, or sharded like the Student."""
+    teacher = teacher.eval().requires_grad_(False)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        return _zero3_inference_engine(teacher, accelerator)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return _fsdp2_shard_layers(teacher, accelerator)
+    return teacher.to(accelerator.device)
+
+
+def _zero3_inference_engine(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """A ZeRO-3 DeepSpeed engine without optimizer around the Teacher; returns the (now partitioned) module."""
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    for training_only in ("optimizer", "scheduler"):
+        config.pop(training_only, None)
+    hidden = teacher.config.get_text_config().hidden_size
+    config["zero_optimization"] |= {
+        "stage3_param_persistence_threshold": 10 * hidden,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+    }
+    engine, *_ = deepspeed.initialize(model=teacher, config=config)
+    return engine.module.eval()
+
+
+def _fsdp2_shard_layers(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """Each decoder/encoder layer sharded by FSDP2 (gathered one at a time in the forward); the rest replicated."""
+    from torch.distributed.fsdp import fully_shard
+
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.fsdp_version != 2:
+        raise ValueError("an online Teacher under FSDP needs fsdp_version: 2 (configs/accelerate/fsdp.yaml)")
+    layer_classes = set(plugin.transformer_cls_names_to_wrap or teacher._no_split_modules or ())
+    teacher = teacher.to(accelerator.device)
+    layers = [module for module in teacher.modules() if type(module).__name__ in layer_classes]
+    if not layers:
+        raise ValueError(f"found no layer of {sorted(layer_classes)} to shard in the Teacher "
+                         f"({type(teacher).__name__}); set fsdp_transformer_layer_cls_to_wrap")
+    for layer in reversed(layers):  # inner units before the units that contain them
+        fully_shard(layer, reshard_after_forward=True)
+    return teacher
