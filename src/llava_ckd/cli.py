@@ -39,27 +39,27 @@ def _train(args: argparse.Namespace) -> None:
 def _cascade(args: argparse.Namespace) -> None:
     from llava_ckd.cascade import describe, plan_cascade, run_cascade
     from llava_ckd.config import ConfigError
+    from llava_ckd.distill.engines import processes
 
     try:
         cascade = plan_cascade(Path(args.recipe))
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    print(describe(cascade), flush=True)
-    if not args.dry_run:
-        print(run_cascade(cascade).read_text())
+    if processes().is_main_process:
+        print(describe(cascade), flush=True)
+    if not args.dry_run and (results := run_cascade(cascade)) is not None:
+        print(results.read_text())
 
 
 def _cache_teacher(args: argparse.Namespace) -> None:
-    import torch
 
     from llava_ckd.distill.cache import CacheError, write_teacher_cache
     from llava_ckd.models.build import load_vlm
 
     model, processor = load_vlm(args.teacher, args.dtype)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
     try:
         out = write_teacher_cache(model, processor, Path(args.data), Path(args.images) if args.images else None,
-                                  Path(args.out), args.top_k, args.max_length, args.batch_size)
+                                  Path(args.out), args.top_k, args.max_length, args.batch_size, args.samples_per_shard)
     except CacheError as err:
         sys.exit(f"error: {err}")
     print(f"Teacher signals in {out}")
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--max-length", type=int, default=2048, metavar="N",
                        help="as the distill stage's data.max_length")
     cache.add_argument("--batch-size", type=int, default=8)
+    cache.add_argument("--samples-per-shard", type=int, default=4096, metavar="N",
+                       help="samples per file; several processes (torchrun) share the files out")
     cache.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
                        help="Teacher dtype (bf16 on GPUs; never on CPUs without bf16 units)")
     cache.set_defaults(handler=_cache_teacher)

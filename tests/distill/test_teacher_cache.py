@@ -93,3 +93,45 @@ def test_rewriting_a_cache_keeps_a_current_one_and_refuses_to_overwrite_another(
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(CacheError, match="already holds a Teacher cache made from other inputs"):
         write_cache(teacher, processor, colour_data, out, top_k=8)
+
+
+def test_an_interrupted_cache_resumes_keeping_its_finished_shards(pair, colour_data, tokenizer, tmp_path, monkeypatch):
+    _, processor, teacher = pair
+    reference = write_cache(teacher, processor, colour_data, tmp_path / "reference", top_k=4)
+
+    import llava_ckd.distill.cache as cache_module
+
+    original_write = cache_module._write_shard
+    written = []
+
+    def killed_at_second_shard(path, signals):
+        if len(written) == 1:
+            raise KeyboardInterrupt
+        written.append(path.name)
+        original_write(path, signals)
+
+    monkeypatch.setattr(cache_module, "_write_shard", killed_at_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(teacher, processor, colour_data, tmp_path / "cache", top_k=4)
+    assert written == ["shard-00000.safetensors"] and not (tmp_path / "cache" / "manifest.json").exists()
+    first_shard_written_at = (tmp_path / "cache" / "shard-00000.safetensors").stat().st_mtime_ns
+
+    written.clear()
+    monkeypatch.setattr(cache_module, "_write_shard", lambda path, signals: (written.append(path.name),
+                                                                             original_write(path, signals)))
+    resumed = write_cache(teacher, processor, colour_data, tmp_path / "cache", top_k=4)
+    assert written == ["shard-00001.safetensors", "shard-00002.safetensors"]
+    assert (resumed / "shard-00000.safetensors").stat().st_mtime_ns == first_shard_written_at
+    assert not (resumed / "started.json").exists()
+    for name in json.loads((reference / "manifest.json").read_text())["shards"]:
+        expected, got = load_file(reference / name), load_file(resumed / name)
+        for field, tensor in expected.items():
+            torch.testing.assert_close(got[field], tensor, rtol=0, atol=0)
+
+    written.clear()
+    monkeypatch.setattr(cache_module, "_write_shard", killed_at_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(teacher, processor, colour_data, tmp_path / "other-k", top_k=4)
+    monkeypatch.setattr(cache_module, "_write_shard", original_write)
+    write_cache(teacher, processor, colour_data, tmp_path / "other-k", top_k=5)  # other settings: starts afresh
+    assert load_file(tmp_path / "other-k" / "shard-00000.safetensors")["token_ids"].shape[1] == 5

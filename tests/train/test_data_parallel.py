@@ -1,5 +1,6 @@
-"""Two data-parallel processes (torch DDP over gloo, on CPU, launched by torchrun) train a distill stage to the
-same losses and weights as one process with the same global batch.
+"""Two data-parallel processes (torch DDP over gloo, on CPU, launched by torchrun) give what one process gives:
+a distill stage with the same global batch trains to the same losses and weights, Teacher signals come out
+bit-identical with the processes sharing the shards, and a cascade writes its files once.
 
 Tolerance: 1e-4 relative on every logged loss term and 1e-5 absolute on every weight after 4 AdamW steps. What
 differs is only float summation order (two half-batches padded separately, gradients summed by all-reduce): the
@@ -20,6 +21,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from llava_ckd.models import build_preset
+from tests.cascade.conftest import recipe_dict, write_recipe
 from tests.distill.test_distill_stage import distill_dict
 
 STEPS = 4
@@ -28,15 +31,20 @@ LOGGED = ("loss", "ce", "response_kd", "visual_kd", "relation_kd")
 BIN = Path(sys.executable).parent
 
 
-def train(config: dict, folder: Path, processes: int) -> Path:
-    path = folder / "stage.yaml"
-    path.write_text(yaml.safe_dump(config))
-    command = [str(BIN / "llava-ckd"), "train", str(path)]
+def launch(arguments: list[str], processes: int) -> subprocess.CompletedProcess:
+    command = [str(BIN / "llava-ckd"), *arguments]
     if processes > 1:
         command = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={processes}", "--no-python", *command]
     environment = os.environ | {"OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def train(config: dict, folder: Path, processes: int) -> Path:
+    path = folder / "stage.yaml"
+    path.write_text(yaml.safe_dump(config))
+    launch(["train", str(path)], processes)
     return Path(config["output_dir"])
 
 
@@ -66,3 +74,55 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(colour_datas
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=1e-5, msg=name)
     assert json.loads((two / "final" / "metrics.json").read_text())["global_step"] == STEPS
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_shards_of_teacher_signals_bit_identically(tokenizer, colour_dataset, tmp_path):
+    teacher, processor = build_preset("tiny-ta", tokenizer, seed=1)
+    teacher.save_pretrained(tmp_path / "teacher")
+    processor.save_pretrained(tmp_path / "teacher")
+
+    def cache(name: str, processes: int) -> Path:
+        out = tmp_path / name
+        launch(["cache-teacher", "--teacher", str(tmp_path / "teacher"), "--data", str(colour_dataset),
+                "--images", str(colour_dataset.parent / "images"), "--out", str(out), "--top-k", "8",
+                "--max-length", "64", "--samples-per-shard", "16"], processes)
+        return out
+
+    one, two = cache("one-process", 1), cache("two-processes", 2)
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest == json.loads((one / "manifest.json").read_text())
+    assert len(manifest["shards"]) == 4  # 64 samples; process 0 wrote shards 0 and 2, process 1 shards 1 and 3
+    for name in manifest["shards"]:
+        expected, got = load_file(one / name), load_file(two / name)
+        for field, tensor in expected.items():
+            torch.testing.assert_close(got[field], tensor, rtol=0, atol=0, msg=f"{name}: {field}")
+
+
+@pytest.mark.slow
+def test_a_two_process_cascade_trains_like_one_process_and_writes_its_files_once(
+    tokenizer_dir, colour_dataset, tmp_path
+):
+    def run(name: str, per_device_batch: int, processes: int) -> tuple[Path, str]:
+        recipe = recipe_dict(tmp_path / name, tokenizer_dir, colour_dataset, plans=["direct"],
+                             teachers=[{"name": "tiny-ta", "model": {"preset": "tiny-ta",
+                                                                     "tokenizer": str(tokenizer_dir)}}],
+                             stages=[{"name": "sft", "kind": "sft", "max_steps": 2},
+                                     {"name": "dft", "kind": "distill", "signals": "cached", "top_k": 8,
+                                      "max_steps": 3, "losses": {"ce": 1.0, "response_kd": 1.0}}])
+        recipe["defaults"] |= {"batch_size": per_device_batch, "save_steps": 1000}
+        path = write_recipe(tmp_path / f"{name}.yaml", recipe)
+        output = launch(["cascade", str(path)], processes).stdout
+        return Path(recipe["output"]), output
+
+    one, _ = run("one-process", GLOBAL_BATCH, processes=1)
+    two, printed = run("two-processes", GLOBAL_BATCH // 2, processes=2)
+
+    assert printed.count("[1/4]") == 2 and printed.count("# Cascade results") == 1  # one process prints
+    cascade = json.loads((two / "cascade.json").read_text())
+    assert [stage["status"] for stage in cascade["stages"]] == ["finished"] * 4
+    student = Path(cascade["stages"][-1]["directory"]) / "final" / "model.safetensors"
+    expected = load_file(Path(json.loads((one / "cascade.json").read_text())["stages"][-1]["directory"])
+                         / "final" / "model.safetensors")
+    for name, tensor in load_file(student).items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-5, msg=name)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 from transformers.trainer_utils import get_last_checkpoint
 
 from llava_ckd.cascade.expand import Cascade, Node, SignalsJob, expand
@@ -22,6 +21,7 @@ from llava_ckd.cascade.results import evaluate_plans, write_results
 from llava_ckd.config import StageConfig
 from llava_ckd.distill.cache import MANIFEST as SIGNALS_MANIFEST
 from llava_ckd.distill.cache import write_teacher_cache
+from llava_ckd.distill.engines import processes
 from llava_ckd.models.load import model_from_source
 from llava_ckd.train.stage import finished, run_stage
 
@@ -63,7 +63,6 @@ def status(node: Node) -> str:
 
 def write_signals(job: SignalsJob) -> None:
     model, processor = model_from_source(job.teacher)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
     write_teacher_cache(model, processor, job.conversations, job.images, job.output_dir, job.top_k, job.max_length,
                         job.batch_size)
 
@@ -115,31 +114,44 @@ def write_cascade_file(cascade: Cascade, results: dict[str, dict]) -> Path:
 
 
 def run_stages(cascade: Cascade, echo: Callable[[str], None] = print) -> None:
+    """Every stage in order. Launched as several processes, all of them train; the main process writes the files."""
+    state = processes()
     total = len(cascade.stages)
     for number, node in enumerate(cascade.stages, 1):
         label = f"[{number}/{total}] {cascade.name(node)}"
-        state = status(node)
-        if state == "done":
+        current = status(node)
+        state.wait_for_everyone()  # every process has read the status before the main process writes
+        if current == "done":
             previous = read_manifest(node)
-            write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished", previous["started_at"],
-                                                                 previous["wall_seconds"]))
-            echo(f"{label}: finished before, skipped")
+            if state.is_main_process:
+                write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished",
+                                                                     previous["started_at"], previous["wall_seconds"]))
+                echo(f"{label}: finished before, skipped")
             continue
-        echo(f"{label}: {'resuming from its last checkpoint' if state == 'resume' else 'running'}")
-        node.directory.mkdir(parents=True, exist_ok=True)
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "running", started_at, None))
+        if state.is_main_process:
+            echo(f"{label}: {'resuming from its last checkpoint' if current == 'resume' else 'running'}")
+            node.directory.mkdir(parents=True, exist_ok=True)
+            write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "running", started_at, None))
         clock = time.perf_counter()
         execute(node)
         wall_seconds = round(time.perf_counter() - clock, 3)
-        write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished", started_at, wall_seconds))
-        write_cascade_file(cascade, {})
-        echo(f"{label}: finished in {wall_seconds:.1f} s")
+        if state.is_main_process:
+            write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished", started_at, wall_seconds))
+            write_cascade_file(cascade, {})
+            echo(f"{label}: finished in {wall_seconds:.1f} s")
+        state.wait_for_everyone()
 
 
-def run_cascade(cascade: Cascade, echo: Callable[[str], None] = print) -> Path:
-    """Run every stage not finished yet, evaluate each plan's Student, and write `results.md`."""
+def run_cascade(cascade: Cascade, echo: Callable[[str], None] = print) -> Path | None:
+    """Run every stage not finished yet, evaluate each plan's Student, and write `results.md` (returned).
+
+    Launched as several processes, they share the stages; the main process alone then evaluates and writes
+    the results, and the others return None.
+    """
     run_stages(cascade, echo)
+    if not processes().is_main_process:
+        return None
     results = evaluate_plans(cascade, echo)
     write_cascade_file(cascade, results)
     walls = {node.hash: (read_manifest(node) or {}).get("wall_seconds") or 0.0 for node in cascade.stages}

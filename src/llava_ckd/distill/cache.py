@@ -8,6 +8,7 @@ One Teacher pass (`llava-ckd cache-teacher`) then serves any number of Student r
                               and each sample's id and number of response tokens
     shard-00000.safetensors   `samples_per_shard` samples: token_ids [T, k] int32, log_probs [T, k] and
                               tail_log_mass [T] float32, offsets [n + 1] (rows of each sample)
+    started.json              while unfinished: the settings its finished shards were written with
 
 Rows follow the samples in dataset order and, within a sample, its response positions in order
 (see `positions.py`), so the Student finds a sample's signals by its dataset index.
@@ -31,6 +32,7 @@ from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from llava_ckd.data.collator import Collator, ConversationDataset
 from llava_ckd.data.conversations import Sample, load_conversations
+from llava_ckd.distill.engines import processes
 from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE
 from llava_ckd.distill.positions import response_mask
 from llava_ckd.distill.sparse import SparseTeacherSignal
@@ -40,6 +42,7 @@ from llava_ckd.distill.vocab import shared_vocab_size
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+STARTED = "started.json"
 FORMAT = 1
 
 
@@ -87,31 +90,31 @@ def top_k_signal(hidden: Tensor, head_weight: Tensor, vocab_size: int, k: int, c
                                  for field in ("token_ids", "log_probs", "tail_log_mass")))
 
 
-class _ShardWriter:
-    def __init__(self, out: Path, samples_per_shard: int):
-        self.out = out
-        self.samples_per_shard = samples_per_shard
-        self.pending: list[SparseTeacherSignal] = []
-        self.files: list[str] = []
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.safetensors"
 
-    def add(self, sample_signal: SparseTeacherSignal) -> None:
-        self.pending.append(sample_signal)
-        if len(self.pending) == self.samples_per_shard:
-            self.flush()
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        rows = torch.tensor([0] + [len(signal.token_ids) for signal in self.pending])
-        name = f"shard-{len(self.files):05d}.safetensors"
-        save_file({
-            "token_ids": torch.cat([s.token_ids for s in self.pending]).to(torch.int32),
-            "log_probs": torch.cat([s.log_probs for s in self.pending]).float(),
-            "tail_log_mass": torch.cat([s.tail_log_mass for s in self.pending]).float(),
-            "offsets": rows.cumsum(0),
-        }, str(self.out / name))
-        self.files.append(name)
-        self.pending = []
+def _write_shard(path: Path, signals: list[SparseTeacherSignal]) -> None:
+    rows = torch.tensor([0] + [len(signal.token_ids) for signal in signals])
+    partial = path.with_name(path.name + ".partial")
+    save_file({
+        "token_ids": torch.cat([s.token_ids for s in signals]).to(torch.int32),
+        "log_probs": torch.cat([s.log_probs for s in signals]).float(),
+        "tail_log_mass": torch.cat([s.tail_log_mass for s in signals]).float(),
+        "offsets": rows.cumsum(0),
+    }, str(partial))
+    partial.rename(path)
+
+
+def _start_folder(out: Path, settings: dict) -> None:
+    """Keep the finished shards of an interrupted run with the same settings; clear anything else."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = out / STARTED
+    if started.is_file() and json.loads(started.read_text()) == settings:
+        return
+    for stale in [*out.glob("shard-*.safetensors"), *out.glob("shard-*.partial")]:
+        stale.unlink()
+    started.write_text(json.dumps(settings))
 
 
 def write_teacher_cache(
@@ -129,57 +132,70 @@ def write_teacher_cache(
     """Run the Teacher over every sample of a LLaVA conversation file and write its top-k signals to `out`.
 
     A finished cache of the same Teacher, data and settings is kept as it is; `out` holding another is refused.
+    An interrupted run resumes: its finished shards are kept. Launched as several processes (torchrun,
+    `accelerate launch`), each process runs the Teacher on its own device over every N-th shard.
     """
+    state = processes()
     conversations, out = Path(conversations), Path(out)
     tokenizer = processor.tokenizer
     key = cache_key(tokenizer, conversations, max_length) | {"teacher": weights_sha256(model)}
-    settings = {"format": FORMAT, "key": key, "top_k": top_k}
+    settings = {"format": FORMAT, "key": key, "top_k": top_k, "samples_per_shard": samples_per_shard}
     if (out / MANIFEST).is_file():
         existing = json.loads((out / MANIFEST).read_text())
         if {name: existing.get(name) for name in settings} == settings:
             log.info("Teacher cache %s is up to date", out)
             return out
         raise CacheError(f"{out} already holds a Teacher cache made from other inputs (Teacher, data, tokenizer, "
-                         "max_length or top-k): remove it or choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale_shard in out.glob("shard-*.safetensors"):
-        stale_shard.unlink()
+                         "max_length, top-k or samples per shard): remove it or choose another output folder")
 
-    samples, _ = load_conversations(conversations, images, processor, max_length)
-    head_weight = model.lm_head.weight
+    with state.main_process_first():
+        samples, _ = load_conversations(conversations, images, processor, max_length)
+    teacher = OnlineTeacher(model.to(state.device))
+    head_weight = model.get_output_embeddings().weight
     vocab_size = shared_vocab_size(len(head_weight), len(head_weight), len(tokenizer))
     if not 1 <= top_k <= vocab_size:
         raise CacheError(f"top-k must lie in 1..{vocab_size} (the vocabulary size), got {top_k}")
-    teacher = OnlineTeacher(model)
-    device = head_weight.device
-    loader = DataLoader(ConversationDataset(samples), batch_size=batch_size,
-                        collate_fn=Collator(processor, tokenizer.pad_token_id))
-    writer = _ShardWriter(out, samples_per_shard)
-    with tqdm(total=len(samples), desc=f"caching Teacher signals of {conversations.name}", unit="sample") as bar:
-        for batch in loader:
-            outputs = teacher({name: tensor.to(device) for name, tensor in batch.items()})
-            positions = response_mask(outputs.labels)
-            with torch.no_grad():
-                signal = top_k_signal(outputs.hidden[positions], head_weight, vocab_size, top_k, chunk_size)
-            start = 0
-            for rows in positions.sum(1).tolist():
-                writer.add(signal[start:start + rows])
-                start += rows
-            bar.update(len(positions))
-    writer.flush()
+    if state.is_main_process:
+        _start_folder(out, settings)
+    state.wait_for_everyone()
 
-    manifest = settings | {
-        "teacher": getattr(model, "name_or_path", "") or type(model).__name__,
-        "data_file": str(conversations),
-        "vocab_size": vocab_size,
-        "samples_per_shard": samples_per_shard,
-        "shards": writer.files,
-        "sample_ids": [sample.sample_id for sample in samples],
-        "response_tokens": [response_token_count(sample) for sample in samples],
-    }
-    partial = out / (MANIFEST + ".partial")
-    partial.write_text(json.dumps(manifest))
-    partial.rename(out / MANIFEST)
+    shards = range((len(samples) + samples_per_shard - 1) // samples_per_shard)
+    todo = [number for number in shards[state.process_index::state.num_processes]
+            if not (out / shard_name(number)).is_file()]
+    collator = Collator(processor, tokenizer.pad_token_id)
+    with tqdm(total=sum(len(samples[n * samples_per_shard:(n + 1) * samples_per_shard]) for n in todo),
+              desc=f"caching Teacher signals of {conversations.name}", unit="sample",
+              disable=not state.is_local_main_process) as bar:
+        for number in todo:
+            shard_samples = samples[number * samples_per_shard:(number + 1) * samples_per_shard]
+            signals = []
+            for batch in DataLoader(ConversationDataset(shard_samples), batch_size=batch_size, collate_fn=collator):
+                outputs = teacher({name: tensor.to(state.device) for name, tensor in batch.items()})
+                positions = response_mask(outputs.labels)
+                with torch.no_grad():
+                    signal = top_k_signal(outputs.hidden[positions], head_weight, vocab_size, top_k, chunk_size)
+                start = 0
+                for rows in positions.sum(1).tolist():
+                    signals.append(signal[start:start + rows])
+                    start += rows
+                bar.update(len(positions))
+            _write_shard(out / shard_name(number), signals)
+    state.wait_for_everyone()
+
+    if state.is_main_process:
+        manifest = settings | {
+            "teacher": getattr(model, "name_or_path", "") or type(model).__name__,
+            "data_file": str(conversations),
+            "vocab_size": vocab_size,
+            "shards": [shard_name(number) for number in shards],
+            "sample_ids": [sample.sample_id for sample in samples],
+            "response_tokens": [response_token_count(sample) for sample in samples],
+        }
+        partial = out / (MANIFEST + ".partial")
+        partial.write_text(json.dumps(manifest))
+        partial.rename(out / MANIFEST)
+        (out / STARTED).unlink()
+    state.wait_for_everyone()
     return out
 
 

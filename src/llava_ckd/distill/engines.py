@@ -19,11 +19,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from accelerate import Accelerator
+import torch
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, extract_model_from_parallel
 from torch import Tensor, nn
 
 Result = TypeVar("Result")
+
+
+def processes() -> PartialState:
+    """This run's processes: one, or those torchrun / `accelerate launch` started (over gloo when on CPUs)."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def run_inside(model: nn.Module, compute: Callable[[], Result]) -> Result:
