@@ -92,6 +92,7 @@ class StageConfig(Strict):
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    activation_checkpointing: bool = False
     seed: int = 0
     save_steps: int = 500
     save_total_limit: int = 2

@@ -187,3 +187,13 @@ def test_cache_teacher_command_feeds_a_cached_distill_stage(colour_dataset, toke
 def test_example_distill_config_is_valid():
     config = load_stage_config(Path(__file__).parents[2] / "configs" / "synthetic" / "distill.yaml")
     assert config.kind == "distill" and config.teacher.kind == "online" and config.losses.relation_kd == 1.0
+
+
+def test_activation_checkpointing_trains_to_the_same_weights(colour_dataset, tokenizer_dir, tmp_path):
+    finals = [run_stage(StageConfig.model_validate(distill_dict(colour_dataset, tokenizer_dir, tmp_path / str(flag),
+                                                                activation_checkpointing=flag, max_steps=2)))
+              for flag in (False, True)]
+    expected, got = (load_file(final / "model.safetensors") for final in finals)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert yaml.safe_load((finals[1] / "stage.yaml").read_text())["activation_checkpointing"] is True

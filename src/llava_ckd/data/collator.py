@@ -80,6 +80,15 @@ class TeacherView:
                                      self.teacher_tokens_per_image)
 
 
+IMAGE_CACHE_BYTES = 1 << 30
+
+
+def cacheable_images(image_processor, budget_bytes: int = IMAGE_CACHE_BYTES) -> int:
+    """How many processed images fit in `budget_bytes`: all of the demo's 32 px ones, about 600 at 384 px."""
+    probe = image_processor(Image.new("RGB", (8, 8)), return_tensors="pt")["pixel_values"][0]
+    return budget_bytes // (probe.numel() * probe.element_size())
+
+
 def pixel_loader(image_processor, cache_images: int = 0) -> Callable[[Path], torch.Tensor]:
     """Image file -> pixel values [3, H, W]; the last `cache_images` results are kept."""
 

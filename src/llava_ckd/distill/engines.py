@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -26,10 +27,14 @@ from torch import Tensor, nn
 
 Result = TypeVar("Result")
 
+DISTRIBUTED_TIMEOUT = timedelta(hours=2)
+"""How long processes wait for each other: the main process checks a whole data file (LLaVA-665K: about
+25 minutes on one CPU core) while the others wait for its sample cache."""
+
 
 def processes() -> PartialState:
     """This run's processes: one, or those torchrun / `accelerate launch` started (over gloo when on CPUs)."""
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=DISTRIBUTED_TIMEOUT)
 
 
 def run_inside(model: nn.Module, compute: Callable[[], Result]) -> Result:

@@ -27,6 +27,7 @@ from transformers import (
     ProcessorMixin,
     SiglipImageProcessorPil,
 )
+from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from llava_ckd.models.presets import IMAGE_SIZE, preset_config
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
@@ -128,10 +129,15 @@ def compose_vlm(
     vision_config = getattr(vision_config, "vision_config", vision_config)
     vision_tower = AutoModel.from_pretrained(vision, config=vision_config, dtype=DTYPES[dtype])
     config = composition_config(vision_config, language_model.config, image_token_id(tokenizer), vision_feature_layer)
-    model = LlavaForConditionalGeneration(config).to(DTYPES[dtype])
-    model.model.vision_tower.load_state_dict(vision_tower.state_dict())
-    model.model.language_model.load_state_dict(language_model.model.state_dict())
-    model.lm_head.load_state_dict(language_model.lm_head.state_dict())
+    with torch.device("meta"):  # no second copy of the weights: the loaded modules are put in place
+        model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower = vision_tower
+    model.model.language_model = language_model.model
+    model.lm_head = language_model.lm_head
+    model.model.multi_modal_projector = LlavaMultiModalProjector(config)
+    for module in model.model.multi_modal_projector.modules():
+        model._init_weights(module)
+    model.to(DTYPES[dtype])
     if tokenizer.chat_template is None:
         raise ValueError(f"LLM tokenizer {llm!s} has no chat template; use an instruct/chat checkpoint")
     processor = llava_processor(config, tokenizer, AutoImageProcessor.from_pretrained(vision, use_fast=False))

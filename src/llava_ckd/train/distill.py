@@ -26,7 +26,10 @@ def build_distiller(
         cache.check_matches(tokenizer, config.data.conversations, config.data.max_length, samples, vocab_size)
         return Distiller(cache, config.losses, config.divergence, vocab_size, config.kd_chunk_size), None
 
-    teacher_model, teacher_processor = model_from_source(config.teacher.model, seed=config.seed)
+    teacher_source = config.teacher.model
+    if config.precision != "fp32":  # the Teacher only infers: it runs in the stage's half precision
+        teacher_source = teacher_source.model_copy(update={"dtype": config.precision})
+    teacher_model, teacher_processor = model_from_source(teacher_source, seed=config.seed)
     check_same_tokenizer(tokenizer, teacher_processor.tokenizer)
     vocab_size = shared_vocab_size(student_rows, len(teacher_model.lm_head.weight), len(tokenizer))
     teacher = OnlineTeacher(teacher_model)

@@ -22,8 +22,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from llava_ckd.config import StageConfig
-from llava_ckd.data.collator import Collator, ConversationDataset
+from llava_ckd.data.collator import Collator, ConversationDataset, cacheable_images
 from llava_ckd.data.conversations import load_conversations
+from llava_ckd.distill.engines import DISTRIBUTED_TIMEOUT
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import set_trainable
 from llava_ckd.train.distill import build_distiller
@@ -57,6 +58,8 @@ def training_arguments(config: StageConfig) -> TrainingArguments:
         weight_decay=config.weight_decay,
         bf16=config.precision == "bf16",
         fp16=config.precision == "fp16",
+        activation_checkpointing=config.activation_checkpointing,
+        ddp_timeout=int(DISTRIBUTED_TIMEOUT.total_seconds()),
         seed=config.seed,
         data_seed=config.seed,
         save_strategy="steps",
@@ -113,7 +116,8 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Pat
     distiller = teacher_view = None
     if config.kind == "distill":
         distiller, teacher_view = build_distiller(config, model, processor, samples)
-    collator = Collator(processor, processor.tokenizer.pad_token_id, cache_images=len(samples),
+    collator = Collator(processor, processor.tokenizer.pad_token_id,
+                        cache_images=min(len(samples), cacheable_images(processor.image_processor)),
                         with_sample_index=distiller is not None and distiller.needs_sample_index, teacher=teacher_view)
     trainer = StageTrainer(
         model=model.train(),
