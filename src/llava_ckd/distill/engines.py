@@ -109,18 +109,22 @@ def _zero3_inference_engine(teacher: nn.Module, accelerator: Accelerator) -> nn.
 
 
 def _fsdp2_shard_layers(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
-    """Each decoder/encoder layer sharded by FSDP2 (gathered one at a time in the forward); the rest replicated."""
-    from torch.distributed.fsdp import fully_shard
-
     plugin = accelerator.state.fsdp_plugin
     if plugin.fsdp_version != 2:
         raise ValueError("an online Teacher under FSDP needs fsdp_version: 2 (configs/accelerate/fsdp.yaml)")
     layer_classes = set(plugin.transformer_cls_names_to_wrap or teacher._no_split_modules or ())
-    teacher = teacher.to(accelerator.device)
-    layers = [module for module in teacher.modules() if type(module).__name__ in layer_classes]
+    return shard_layers(teacher.to(accelerator.device), layer_classes)
+
+
+def shard_layers(model: nn.Module, layer_classes: set[str]) -> nn.Module:
+    """Each layer of `layer_classes` sharded by FSDP2 over all processes (gathered one at a time in the
+    forward); the rest (embeddings, projector, LM head) stays whole on every process."""
+    from torch.distributed.fsdp import fully_shard
+
+    layers = [module for module in model.modules() if type(module).__name__ in layer_classes]
     if not layers:
-        raise ValueError(f"found no layer of {sorted(layer_classes)} to shard in the Teacher "
-                         f"({type(teacher).__name__}); set fsdp_transformer_layer_cls_to_wrap")
+        raise ValueError(f"found no layer of {sorted(layer_classes)} to shard in {type(model).__name__}; "
+                         "set fsdp_transformer_layer_cls_to_wrap")
     for layer in reversed(layers):  # inner units before the units that contain them
         fully_shard(layer, reshard_after_forward=True)
-    return teacher
+    return model
