@@ -3,8 +3,9 @@
 Single process and DDP: every process holds whole models. DeepSpeed ZeRO-3 and FSDP shard weights across
 processes and gather them only inside a module's forward. So:
   - the Student's whole loss (trunk, fused LM heads, Teacher) runs *inside* the forward of the engine's
-    wrapper (`run_inside`): DDP then all-reduces its gradients, FSDP has its root weights gathered, and under
-    ZeRO-3 its LM head is gathered with it (`share_head_with_forward`);
+    wrapper (`run_inside`): DDP then all-reduces its gradients, FSDP has its root weights gathered, and
+    ZeRO-3 gathers the LM head when the fused heads read it (DeepSpeed gathers a partitioned weight read
+    during a forward, and registers it with that forward);
   - an online Teacher is replicated in eval mode under DDP and ZeRO-2 (it has no gradients or optimizer
     states to shard), and sharded under ZeRO-3 (a DeepSpeed engine without optimizer) and FSDP2 (every
     decoder/encoder layer sharded; embeddings and LM head stay whole on each process);
@@ -73,34 +74,27 @@ def full_weight(weight: Tensor) -> Iterator[Tensor]:
         yield weight
 
 
-def share_head_with_forward(student: nn.Module) -> None:
-    """Under ZeRO-3, gather the Student's LM head with its top-level forward, where the fused heads read it."""
-    head = student.get_output_embeddings().weight
-    if is_zero3_partitioned(head):
-        import deepspeed
-
-        deepspeed.zero.register_external_parameter(student, head)
-
-
 def prepare_teacher(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
     """The frozen Teacher placed for the engine `accelerator` runs: replicated, or sharded like the Student."""
     teacher = teacher.eval().requires_grad_(False)
     if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
-        return _zero3_inference_engine(teacher, accelerator)
+        return zero3_inference(teacher, accelerator.state.deepspeed_plugin.deepspeed_config)
     if accelerator.distributed_type == DistributedType.FSDP:
         return _fsdp2_shard_layers(teacher, accelerator)
     return teacher.to(accelerator.device)
 
 
-def _zero3_inference_engine(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
-    """A ZeRO-3 DeepSpeed engine without optimizer around the Teacher; returns the (now partitioned) module."""
+def zero3_inference(teacher: nn.Module, training_config: dict) -> nn.Module:
+    """The Teacher partitioned by a ZeRO-3 DeepSpeed engine without optimizer (the training run's DeepSpeed
+    config less its optimizer and scheduler); returns the partitioned module, gathered layer by layer in forward."""
     import deepspeed
 
-    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    config = copy.deepcopy(training_config)
     for training_only in ("optimizer", "scheduler"):
         config.pop(training_only, None)
     hidden = teacher.config.get_text_config().hidden_size
-    config["zero_optimization"] |= {
+    config["zero_optimization"] = config.get("zero_optimization", {}) | {
+        "stage": 3,
         "stage3_param_persistence_threshold": 10 * hidden,
         "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
     }

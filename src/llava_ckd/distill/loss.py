@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.engines import run_inside, share_head_with_forward
+from llava_ckd.distill.engines import run_inside
 from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, DEFAULT_LOSS_CHUNK_SIZE, HeadLosses, head_kd_loss
 from llava_ckd.distill.positions import final_hidden_states, next_token_targets, response_mask
 from llava_ckd.distill.relation import head_gram, rdist_loss
@@ -128,7 +128,6 @@ class Distiller:
         student = extract_model_from_parallel(model)
         if counts is None:
             counts = TargetCounts.of_batches([batch], student.config.image_token_id)
-        share_head_with_forward(student)
         return run_inside(model, lambda: self._loss(student, batch, counts))
 
     def _loss(self, student: nn.Module, batch: dict[str, Tensor], counts: TargetCounts) -> LossTerms:
