@@ -4,9 +4,8 @@
 #
 # Usage (from a clone, after `make setup`):  bash scripts/gpu_smoke.sh [benchmark options, e.g. --batch-size 4]
 # Python: ${PYTHON:-.venv/bin/python}. It needs a CUDA build of torch: `make setup` installs the pinned torch
-# as pip resolves it, which on machines set up for the CPU (like this project's development machines) is the
-# `+cpu` wheel. Then install a CUDA build of the same torch version into the venv yourself, or point PYTHON at
-# an interpreter that has one; this script installs nothing. Runs under `timeout 300`; about 1-2 minutes on one H100.
+# as pip resolves it, which can be the `+cpu` wheel. Then install a CUDA build of the same torch version into
+# the venv yourself, or point PYTHON at an interpreter that has one; this script installs nothing. Runs under `timeout 300`; about 1-2 minutes on one H100.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
