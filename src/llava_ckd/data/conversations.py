@@ -263,9 +263,9 @@ def sample_cache(path: Path, encoder: ConversationEncoder) -> Path:
 def write_cache(cache: Path, samples: list[Sample], report: SkipReport) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     rows = [[s.sample_id, s.input_ids, s.labels, [str(i) for i in s.images], s.truncated] for s in samples]
-    partial = cache.with_suffix(".partial")
+    partial = cache.with_suffix(f".{os.getpid()}.partial")  # processes checking the same file at once each write
     partial.write_text(json.dumps({"samples": rows, "report": report.to_dict()}))
-    partial.rename(cache)
+    partial.replace(cache)
 
 
 def read_cache(cache: Path) -> tuple[list[Sample], SkipReport]:
