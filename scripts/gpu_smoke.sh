@@ -5,7 +5,7 @@
 # Usage (from a clone, after `make setup`):  bash scripts/gpu_smoke.sh [benchmark options, e.g. --batch-size 4]
 # Python: ${PYTHON:-.venv/bin/python}. It needs a CUDA build of torch: `make setup` installs the pinned torch
 # as pip resolves it, which can be the `+cpu` wheel. Then install a CUDA build of the same torch version into
-# the venv yourself, or point PYTHON at an interpreter that has one; this script installs nothing. Runs under `timeout 300`; about 1-2 minutes on one H100.
+# the venv yourself, or point PYTHON at an interpreter that has one; this script installs nothing. Runs under `timeout 300` (5 minutes; GPU_SMOKE_TIMEOUT changes it).
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
