@@ -3,7 +3,7 @@
 The same tiny Student (tiny-student preset; projector and LLM train, AdamW) steps over the same
 batches of the synthetic benchmark, fp32 on the CPU:
 
-  sft      the SFT stage's step: the model's own cross-entropy over full logits
+  sft      the SFT stage's step: cross-entropy alone through the same fused head (`Distiller.cross_entropy`)
   cached   CE + forward KL from top-k signals written beforehand (`cache-teacher`), read per sample
   online   CE + forward KL from the tiny-teacher preset run at every step
 
@@ -91,7 +91,7 @@ def main() -> None:
         teacher = TimedTeacher(teacher_model)
         weights, spec = LossWeights(ce=1.0, response_kd=1.0), DivergenceSpec(name="forward_kl")
         losses = {
-            "sft": lambda batch: student(**{k: v for k, v in batch.items() if k != "sample_index"}).loss,
+            "sft": lambda batch: Distiller.cross_entropy(len(student.lm_head.weight))(student, batch).loss,
             "cached": lambda batch: Distiller(cache, weights, spec, vocab_size)(student, batch).loss,
             "online": lambda batch: Distiller(teacher, weights, spec, vocab_size)(student, batch).loss,
         }

@@ -10,7 +10,7 @@ about half of the text positions being response labels; every row has the full l
 
 A step is forward, loss, backward and the optimizer step. Variants, timed over the same batches:
 
-  sft      CE only: the model's own loss over full logits (what the SFT stage runs)
+  sft      CE only, through the fused head over the Student's whole head (what the SFT stage runs)
   distill  `Distiller`: CE + response KD (forward KL, τ=1) with the chunked fused LM heads
   naive    both models' full logits [B, L, V] from their forward passes, then CE + forward KL at the
            response positions gathered from them (the cheapest version that still materialises
@@ -125,10 +125,6 @@ def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return {name: batch[name] for name in MODEL_INPUTS}
 
 
-def sft_loss(student: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-    return student(**model_inputs(batch), labels=batch["labels"], use_cache=False).loss
-
-
 def naive_loss(student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor], vocab_size: int) -> LossTerms:
     """CE + forward KL from both models' full logits [B, L, V]: the Distiller's loss without the fused heads."""
     student_logits = student(**model_inputs(batch), use_cache=False).logits[..., :vocab_size]
@@ -238,6 +234,7 @@ def run_benchmark(profile: Profile, tiny: bool, seed: int = 0, out: Callable[[st
     vocab_size = shared_vocab_size(student.lm_head.weight.shape[0], teacher_model.lm_head.weight.shape[0],
                                    TOKENIZER_LEN)
     distiller = Distiller(teacher, LossWeights(ce=1.0, response_kd=1.0), DivergenceSpec(name="forward_kl"), vocab_size)
+    cross_entropy = Distiller.cross_entropy(student.lm_head.weight.shape[0])
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=2e-5)
     image_tokens = student.config.image_seq_length
     batches = [synthetic_batch(profile, image_tokens, seed + index) for index in range(2)]
@@ -295,7 +292,7 @@ def run_benchmark(profile: Profile, tiny: bool, seed: int = 0, out: Callable[[st
             emit(name, f"{value:.8g}")
 
     variants = {  # naive last: were it to run out of memory, it would disturb nothing after it
-        "sft": (step_with(lambda batch: sft_loss(student, batch)), profile.warmup, profile.steps),
+        "sft": (step_with(lambda batch: cross_entropy(student, batch).loss), profile.warmup, profile.steps),
         "distill": (step_with(lambda batch: distiller(student, batch).loss), profile.warmup, profile.steps),
         "teacher_forward": (teacher_forward, min(profile.warmup, 1), profile.steps),
         "naive": (step_with(lambda batch: naive_loss(student, teacher_model, batch, vocab_size).loss),

@@ -35,8 +35,6 @@ SHARED_VOCAB = 151_665
 """The Qwen2.5 tokenizer's tokens: the fused KD head slices both heads to these rows."""
 HEAD_CHUNK = 256
 """Rows of the fused LM head per chunk (`llava_ckd.distill.heads.DEFAULT_CHUNK_SIZE`)."""
-SFT_LOGIT_BYTES = 10
-"""Bytes per logit HF's loss keeps: bf16 logits 2 + their fp32 upcast 4 + the fp32 log-softmax saved by CE 4."""
 ENGINES = ("DDP", "ZeRO-2", "ZeRO-3", "FSDP")
 SHARDED = ("ZeRO-3", "FSDP")
 """Engines that shard the parameters (so also the frozen tower and the online Teacher) over the GPUs."""
@@ -242,10 +240,10 @@ def layer_activation_bytes(model: Shape) -> int:
     return 2 * (6 * model.hidden + 2 * model.kv_hidden + 4 * model.intermediate)
 
 
-def fused_head_bytes(model: Shape, heads: int, calls: int) -> float:
-    """The fused head's working set: one fp32 chunk of logits per head (one call at a time) + the trained head's
-    fp32 gradient accumulator of each call, held until backward."""
-    return 4.0 * (heads * HEAD_CHUNK * SHARED_VOCAB + calls * model.head_rows * model.hidden)
+def fused_head_bytes(model: Shape, heads: int, calls: int, vocab: int = SHARED_VOCAB) -> float:
+    """The fused head's working set: one fp32 chunk of logits over `vocab` per head (one call at a time) + the
+    trained head's fp32 gradient accumulator of each call, held until backward."""
+    return 4.0 * (heads * HEAD_CHUNK * vocab + calls * model.head_rows * model.hidden)
 
 
 def activations(stage: Stage, seq: int = SEQ, batch: int = BATCH) -> dict[str, float]:
@@ -272,8 +270,8 @@ def activations(stage: Stage, seq: int = SEQ, batch: int = BATCH) -> dict[str, f
         out["logits as run"] = fused_head_bytes(model, heads=2, calls=2)
     elif stage.cached:
         out["logits as run"] = fused_head_bytes(model, heads=1, calls=1)
-    else:  # SFT runs HF's own loss on full logits
-        out["logits as run"] = float(SFT_LOGIT_BYTES * tokens * model.head_rows)
+    else:  # SFT: the fused head computes the cross-entropy alone, over every row of the head
+        out["logits as run"] = fused_head_bytes(model, heads=1, calls=1, vocab=model.head_rows)
     return out
 
 
@@ -339,9 +337,9 @@ def activation_table(seq: int, batch: int) -> list[str]:
         a = activations(stage, seq, batch)
         rows.append([stage.name, gb(a["layers"]), gb(a["layers ckpt"]), gb(a["projector"]),
                      gb(a["teacher forward"]) if stage.teacher else "–", gb(a["logits naive"]),
-                     gb(a["logits as run"]) + (" (fused head)" if stage.distills else " (HF loss)")])
+                     gb(a["logits as run"])])
     return table(["stage", "LLM layers", "LLM layers, checkpointed", "projector", "Teacher forward",
-                  "logits, naive (one fp32 B·L·V per model)", "logits as the code runs"], rows)
+                  "logits, naive (one fp32 B·L·V per model)", "logits, fused heads"], rows)
 
 
 def total_table(seq: int, batch: int | None) -> list[str]:
@@ -417,9 +415,9 @@ def arithmetic(stage: Stage, engine: str) -> list[str]:
         lines.append(f"- logits, fused head: 4 × ({HEAD_CHUNK} × {SHARED_VOCAB:,} + {model.head_rows:,} × "
                      f"{model.hidden}) B = {gb(a['logits as run'])} GB (naive: {gb(a['logits naive'])} GB)")
     else:
-        lines.append(f"- logits, HF loss: {SFT_LOGIT_BYTES} × {tokens:,} × {model.head_rows:,} B = "
-                     f"{gb(a['logits as run'])} GB (a fused CE head would hold "
-                     f"{gb(fused_head_bytes(model, heads=1, calls=1))} GB)")
+        lines.append(f"- logits, fused cross-entropy head: 4 × ({HEAD_CHUNK} × {model.head_rows:,} + "
+                     f"{model.head_rows:,} × {model.hidden}) B = {gb(a['logits as run'])} GB "
+                     f"(naive: {gb(a['logits naive'])} GB)")
     lines.append(f"- total: {gb(total(stage, engine, False))} GB without checkpointing, "
                  f"{gb(total(stage, engine, True))} GB with it")
     return lines

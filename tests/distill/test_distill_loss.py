@@ -74,6 +74,20 @@ def test_terms_and_gradients_equal_the_naive_full_logits_computation(pair, colou
     assert_same_gradients(gradients(loss, student), gradients(naive_loss, student))
 
 
+def test_without_a_teacher_the_loss_is_the_models_own_cross_entropy_over_its_whole_head(pair, colour_data):
+    student, processor, _ = pair
+    batch = collate(load_dataset(colour_data, processor), processor, [0, 3, 5])
+    head_rows = len(student.get_output_embeddings().weight)
+
+    loss, terms = Distiller.cross_entropy(head_rows, chunk_size=7)(student, batch)
+    reference = student(**model_inputs(batch), labels=batch["labels"]).loss
+
+    assert terms.keys() == {"ce"}
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=0)
+    torch.testing.assert_close(terms["ce"], reference.detach(), rtol=1e-5, atol=0)
+    assert_same_gradients(gradients(loss, student), gradients(reference, student))
+
+
 def test_zero_weights_leave_their_terms_out_of_the_loss(pair, colour_data, tokenizer):
     student, processor, teacher = pair
     batch = collate(load_dataset(colour_data, processor), processor, [1, 2])

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from llava_ckd.distill.divergences import DIVERGENCES, DivergenceSpec
-from llava_ckd.distill.heads import IGNORE_INDEX, head_kd_loss
+from llava_ckd.distill.heads import IGNORE_INDEX, fused_head_loss, head_kd_loss
 
 TOKENS, STUDENT_DIM, TEACHER_DIM = 37, 8, 12
 STUDENT_ROWS, TEACHER_ROWS, VOCAB = 53, 61, 50
@@ -139,3 +139,9 @@ def test_vocab_beyond_a_head_is_refused():
     student_hidden, student_weight, teacher_hidden, teacher_weight, _ = make_inputs()
     with pytest.raises(ValueError, match="Teacher head's 61 rows"):
         head_kd_loss(student_hidden, student_weight, teacher_hidden, teacher_weight, DivergenceSpec(), 62)
+
+
+def test_a_call_with_no_loss_to_compute_is_refused():
+    student_hidden, student_weight, *_ = make_inputs()
+    with pytest.raises(ValueError, match="no loss to compute"):
+        fused_head_loss(student_hidden, student_weight, VOCAB, chunk_kd=None)

@@ -58,7 +58,7 @@ class HeadLosses(NamedTuple):
 @dataclass(frozen=True)
 class _Plan:
     vocab_size: int
-    chunk_kd: ChunkKD
+    chunk_kd: ChunkKD | None
     kd_weight: float
     ce_weight: float
     chunk_size: int
@@ -74,14 +74,15 @@ def _cross_entropy_sum(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def _part_losses(
-    logits: Tensor, part_kd: PartKD, part: slice, labels: Tensor | None, plan: _Plan, needs_grad: bool
+    logits: Tensor, part_kd: PartKD | None, part: slice, labels: Tensor | None, plan: _Plan, needs_grad: bool
 ) -> Tensor:
     """[KD sum, CE sum] of some rows of a chunk; with ``needs_grad``, overwrites their logits with
     the loss's gradient."""
     part_logits = logits[part].requires_grad_(needs_grad)
     with torch.set_grad_enabled(needs_grad):
-        kd = part_kd(part, part_logits).sum()
-        ce = _cross_entropy_sum(part_logits, labels[part]) if labels is not None else torch.zeros_like(kd)
+        no_loss = part_logits.new_zeros((), dtype=_accumulation_dtype(part_logits))
+        kd = part_kd(part, part_logits).sum() if part_kd is not None else no_loss
+        ce = _cross_entropy_sum(part_logits, labels[part]) if labels is not None else no_loss
         loss = plan.kd_weight * kd + plan.ce_weight * ce
     if needs_grad:
         (grad_logits,) = torch.autograd.grad(loss, part_logits)
@@ -92,7 +93,7 @@ def _part_losses(
 def _chunk_losses(
     hidden: Tensor,
     weight: Tensor,
-    part_kd: PartKD,
+    part_kd: PartKD | None,
     labels: Tensor | None,
     plan: _Plan,
     grad_hidden: Tensor | None,
@@ -135,7 +136,7 @@ class _FusedHeadLoss(torch.autograd.Function):
             sums += _chunk_losses(
                 hidden[rows],
                 weight,
-                plan.chunk_kd(rows),
+                plan.chunk_kd(rows) if plan.chunk_kd is not None else None,
                 labels[rows] if labels is not None else None,
                 plan,
                 grad_hidden[rows] if needs_hidden_grad else None,
@@ -165,7 +166,7 @@ def fused_head_loss(
     student_hidden: Tensor,
     student_head_weight: Tensor,
     vocab_size: int,
-    chunk_kd: ChunkKD,
+    chunk_kd: ChunkKD | None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     *,
     loss_chunk_size: int = DEFAULT_LOSS_CHUNK_SIZE,
@@ -178,10 +179,13 @@ def fused_head_loss(
     The Student's head weight [V_rows, d] is sliced to its first ``vocab_size`` rows (the shared
     tokenizer vocabulary, see ``vocab.py``); CE is over that vocabulary too. The head runs on
     ``chunk_size`` rows at a time, the losses on ``loss_chunk_size`` rows at a time; ``chunk_kd``
-    supplies the KD loss (see ``ChunkKD``). Sums, not means: the caller divides by the number of
-    target tokens in the whole gradient-accumulation window. The gradients are computed in the
-    forward pass and handed out once: a second backward through a retained graph is refused.
+    supplies the KD loss (see ``ChunkKD``; None: cross-entropy alone, a fused linear cross-entropy).
+    Sums, not means: the caller divides by the number of target tokens in the whole
+    gradient-accumulation window. The gradients are computed in the forward pass and handed out
+    once: a second backward through a retained graph is refused.
     """
+    if chunk_kd is None and labels is None:
+        raise ValueError("neither a KD loss (chunk_kd) nor labels for cross-entropy: no loss to compute")
     if chunk_size < 1 or loss_chunk_size < 1:
         raise ValueError(f"chunk sizes must be positive, got {chunk_size} and {loss_chunk_size}")
     if vocab_size > student_head_weight.shape[0]:

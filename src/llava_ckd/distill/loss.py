@@ -1,4 +1,4 @@
-"""The distill stage's loss: cross-entropy plus distillation from one Teacher, as named terms.
+"""Every stage's loss: cross-entropy, plus distillation from one Teacher in a distill stage, as named terms.
 
     loss = (ce·CE_sum + response_kd·KD_sum) / response tokens        one fused pass over the Student's head
          + visual_kd · KD_sum(image-token positions) / image tokens   online Teacher with the same image tokens
@@ -6,7 +6,8 @@
 
 Every term is a sum over one micro-batch divided by its count over the whole gradient-accumulation
 window (`TargetCounts`), so accumulating micro-batches gives the gradient of the big batch. The
-Teacher is either online (hidden states, any divergence) or cached (top-k signals, forward KL).
+Teacher is either online (hidden states, any divergence) or cached (top-k signals, forward KL); without
+one (pretrain and SFT stages) the loss is the cross-entropy alone, still without full logits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from torch import Tensor, nn
 
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.engines import run_inside
-from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, DEFAULT_LOSS_CHUNK_SIZE, HeadLosses, head_kd_loss
+from llava_ckd.distill.heads import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_LOSS_CHUNK_SIZE,
+    HeadLosses,
+    fused_head_loss,
+    head_kd_loss,
+)
 from llava_ckd.distill.positions import final_hidden_states, next_token_targets, response_mask
 from llava_ckd.distill.relation import head_gram, rdist_loss
 from llava_ckd.distill.sparse import SparseTeacherSignal, sparse_head_kd_loss
@@ -91,7 +98,8 @@ class LossTerms(NamedTuple):
     loss: Tensor
     """The weighted total, the only output with gradients."""
     terms: dict[str, Tensor]
-    """Each term, detached and normalised (unweighted): ce, response_kd and, when they apply, visual_kd, relation_kd."""
+    """Each term, detached and normalised (unweighted): ce; response_kd with a Teacher; visual_kd and relation_kd
+    when they apply."""
 
 
 def _per(total: Tensor, count: Tensor | int) -> Tensor:
@@ -99,11 +107,11 @@ def _per(total: Tensor, count: Tensor | int) -> Tensor:
 
 
 class Distiller:
-    """CE and distillation of a Student from one Teacher, online or cached."""
+    """CE and distillation of a Student from one Teacher, online or cached; CE alone without a Teacher."""
 
     def __init__(
         self,
-        teacher: OnlineTeacher | CachedSignals,
+        teacher: OnlineTeacher | CachedSignals | None,
         weights: LossWeights,
         divergence: DivergenceSpec,
         vocab_size: int,
@@ -116,9 +124,14 @@ class Distiller:
         self.chunk_size = chunk_size
         self._told_visual_skip = False
 
+    @classmethod
+    def cross_entropy(cls, vocab_size: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Distiller:
+        """The Student's cross-entropy over the first `vocab_size` rows of its head, without full logits."""
+        return cls(None, LossWeights(ce=1.0, response_kd=0.0), DivergenceSpec(), vocab_size, chunk_size)
+
     @property
     def needs_sample_index(self) -> bool:
-        return not isinstance(self.teacher, OnlineTeacher)
+        return self.teacher is not None and not isinstance(self.teacher, OnlineTeacher)
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor], counts: TargetCounts | None = None) -> LossTerms:
         """The loss of one micro-batch of the Student `model` (plain, or wrapped by its training engine).
@@ -143,6 +156,8 @@ class Distiller:
             kd_weight=self.weights.response_kd,
             ce_weight=self.weights.ce,
         )
+        if self.teacher is None:
+            return self._weighted(fused_head_loss(chunk_kd=None, **head_arguments), counts, {})
         if not isinstance(self.teacher, OnlineTeacher):
             signal = self.teacher.signal(batch["sample_index"].tolist())
             response = sparse_head_kd_loss(signal=_to(signal, hidden.device), **head_arguments)
@@ -163,10 +178,9 @@ class Distiller:
 
     def _weighted(self, response: HeadLosses, counts: TargetCounts, visual: dict[str, Tensor]) -> LossTerms:
         loss = _per(response.loss, counts.response_tokens)
-        terms = {
-            "ce": _per(response.ce_sum, counts.response_tokens),
-            "response_kd": _per(response.kd_sum, counts.response_tokens),
-        }
+        terms = {"ce": _per(response.ce_sum, counts.response_tokens)}
+        if self.teacher is not None:
+            terms["response_kd"] = _per(response.kd_sum, counts.response_tokens)
         for name, term in visual.items():
             loss = loss + getattr(self.weights, name) * term
             terms[name] = term.detach()

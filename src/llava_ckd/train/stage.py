@@ -25,6 +25,7 @@ from llava_ckd.config import StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset, cacheable_images
 from llava_ckd.data.conversations import load_conversations
 from llava_ckd.distill.engines import DISTRIBUTED_TIMEOUT
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import set_trainable
 from llava_ckd.train.distill import build_distiller
@@ -113,12 +114,13 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Pat
     if arguments.process_index == 0:
         (config.output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
-    distiller = teacher_view = None
     if config.kind == "distill":
         distiller, teacher_view = build_distiller(config, model, processor, samples)
+    else:
+        distiller, teacher_view = Distiller.cross_entropy(len(model.get_output_embeddings().weight)), None
     collator = Collator(processor, processor.tokenizer.pad_token_id,
                         cache_images=min(len(samples), cacheable_images(processor.image_processor)),
-                        with_sample_index=distiller is not None and distiller.needs_sample_index, teacher=teacher_view)
+                        with_sample_index=distiller.needs_sample_index, teacher=teacher_view)
     trainer = StageTrainer(
         model=model.train(),
         args=arguments,

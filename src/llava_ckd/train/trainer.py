@@ -1,4 +1,4 @@
-"""The `Trainer` every stage runs on; a distill stage computes its loss with a `Distiller`."""
+"""The `Trainer` every stage runs on; its loss comes from a `Distiller` (cross-entropy alone, or with a Teacher)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,20 @@ from llava_ckd.distill.teachers import OnlineTeacher
 
 
 class StageTrainer(Trainer):
-    def __init__(self, *args, distiller: Distiller | None = None, **kwargs):
+    def __init__(self, *args, distiller: Distiller, **kwargs):
         super().__init__(*args, **kwargs)
         self.distiller = distiller
-        if distiller is not None and isinstance(distiller.teacher, OnlineTeacher):
+        if isinstance(distiller.teacher, OnlineTeacher):
             distiller.teacher.place(self.accelerator)  # replicated, or sharded like the Student
         self._window: TargetCounts | None = None
         self._term_sums: dict[str, torch.Tensor] = {}
         self._windows_since_log = 0
-        if distiller is not None:
-            self.loss_is_scaled_for_ga = True  # every term is divided by its count over the accumulation window
+        self.loss_is_scaled_for_ga = True  # every term is divided by its count over the accumulation window
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Also counts what the distillation terms are averaged over in this gradient-accumulation window."""
+        """Also counts what the loss terms are averaged over in this gradient-accumulation window."""
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if self.distiller is not None and batch_samples:
+        if batch_samples:
             image_token_id = self.accelerator.unwrap_model(self.model).config.image_token_id
             counts = torch.stack(TargetCounts.of_batches(batch_samples, image_token_id)).to(device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
@@ -34,8 +33,6 @@ class StageTrainer(Trainer):
         return batch_samples, num_items_in_batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.distiller is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         counts = self._window if model.training else None
         if counts is not None and num_items_in_batch is not None:
             counts = counts._replace(response_tokens=num_items_in_batch)
@@ -47,7 +44,7 @@ class StageTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Training logs also get each distillation term, averaged over the steps since the last log."""
+        """Training logs also get each loss term, averaged over the steps since the last log."""
         if "loss" in logs and self._windows_since_log:
             names = sorted(self._term_sums)
             totals = torch.stack([self._term_sums[name] for name in names])
