@@ -1,12 +1,13 @@
-"""Response-token KD from hidden states: chunked fused heads vs. full logits, on CPU.
+"""Response-token KD (or SFT's cross-entropy) from hidden states: chunked fused heads vs. full logits, on CPU.
 
 Shapes are Qwen2.5-0.5B's: 151,936 head rows, 151,665 tokenizer tokens, hidden 896, and 2,048
-response tokens; fp32; forward KL at τ=1 (LLaVA-KD's loss). One step is the two heads' matmuls,
-the KD loss and the backward pass to the Student's hidden states and head weight.
+response tokens; fp32. ``--loss kd`` (default): forward KL at τ=1 (LLaVA-KD's loss); one step is the
+two heads' matmuls, the KD loss and the backward pass to the Student's hidden states and head weight.
+``--loss ce``: the Student's cross-entropy over its whole head (what pretrain and SFT stages compute).
 
-  naive    full logits of both models [N, V], then the divergence; autograd for the rest
-  chunked  ``heads.head_kd_loss``: head matmuls on chunk_size rows at a time, the loss on
-           loss_chunk_size rows at a time, gradients computed in the forward
+  naive    full logits [N, V] (of both models for KD), then the loss; autograd for the rest
+  chunked  ``heads.head_kd_loss`` (``heads.fused_head_loss`` for CE): head matmuls on chunk_size rows at
+           a time, the loss on loss_chunk_size rows at a time, gradients computed in the forward
 
 chunk_size 256 keeps the head matmuls about as fast as the naive single ones on this CPU (each
 chunk re-reads the 0.5 GiB head weight: 32 rows took ~1.4x naive, 128 ~1.1-1.5x); the loss's
@@ -21,7 +22,8 @@ repeats is reported. Time is the median wall time of the steps. The variants' su
 alternate, so that load from other processes on the machine hits both alike; the CPU time
 (all threads, user + system) is printed as well, being less sensitive to that load.
 
-Usage: python benchmarks/kd_heads.py [--chunk-size 256] [--loss-chunk-size 16] [--repeats 3] [--tokens 2048]
+Usage: python benchmarks/kd_heads.py [--loss kd|ce] [--chunk-size 256] [--loss-chunk-size 16] [--repeats 3]
+       [--tokens 2048]
 The last two lines printed are ``peak_memory_ratio=<float>`` and ``time_ratio=<float>``
 (chunked / naive; the goals are ≤ 0.15 and ≤ 1.2).
 """
@@ -38,9 +40,10 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.heads import head_kd_loss
+from llava_ckd.distill.heads import fused_head_loss, head_kd_loss
 
 HEAD_ROWS, VOCAB = 151_936, 151_665
 SPEC = DivergenceSpec(name="forward_kl")
@@ -53,6 +56,7 @@ def make_inputs(tokens: int, student_dim: int, teacher_dim: int) -> dict[str, to
         "student_head_weight": (torch.randn(HEAD_ROWS, student_dim, generator=generator) * 0.02).requires_grad_(),
         "teacher_hidden": torch.randn(tokens, teacher_dim, generator=generator),
         "teacher_head_weight": torch.randn(HEAD_ROWS, teacher_dim, generator=generator) * 0.02,
+        "labels": torch.randint(0, VOCAB, (tokens,), generator=generator),
     }
 
 
@@ -64,15 +68,29 @@ def naive_step(inputs: dict[str, torch.Tensor]) -> None:
 
 
 def chunked_step(inputs: dict[str, torch.Tensor], chunk_size: int, loss_chunk_size: int) -> None:
+    kd_inputs = {name: tensor for name, tensor in inputs.items() if name != "labels"}
     head_kd_loss(
-        **inputs, spec=SPEC, vocab_size=VOCAB, chunk_size=chunk_size, loss_chunk_size=loss_chunk_size
+        **kd_inputs, spec=SPEC, vocab_size=VOCAB, chunk_size=chunk_size, loss_chunk_size=loss_chunk_size
+    ).loss.backward()
+
+
+def naive_ce_step(inputs: dict[str, torch.Tensor]) -> None:
+    logits = inputs["student_hidden"] @ inputs["student_head_weight"].T
+    F.cross_entropy(logits, inputs["labels"], reduction="sum").backward()
+
+
+def chunked_ce_step(inputs: dict[str, torch.Tensor], chunk_size: int, loss_chunk_size: int) -> None:
+    fused_head_loss(
+        inputs["student_hidden"], inputs["student_head_weight"], HEAD_ROWS, chunk_kd=None, chunk_size=chunk_size,
+        loss_chunk_size=loss_chunk_size, labels=inputs["labels"],
     ).loss.backward()
 
 
 def make_step(variant: str, args: argparse.Namespace) -> Callable[[dict[str, torch.Tensor]], None]:
     if variant == "naive":
-        return naive_step
-    return functools.partial(chunked_step, chunk_size=args.chunk_size, loss_chunk_size=args.loss_chunk_size)
+        return naive_step if args.loss == "kd" else naive_ce_step
+    chunked = chunked_step if args.loss == "kd" else chunked_ce_step
+    return functools.partial(chunked, chunk_size=args.chunk_size, loss_chunk_size=args.loss_chunk_size)
 
 
 def _status_kib(field: str) -> int:
@@ -88,7 +106,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, float]:
     """
     step = make_step(variant, args)
     inputs = make_inputs(args.tokens, args.student_dim, args.teacher_dim)
-    warm_up = {name: tensor[:16] if "hidden" in name else tensor for name, tensor in inputs.items()}
+    warm_up = {name: tensor if "head_weight" in name else tensor[:16] for name, tensor in inputs.items()}
     step(warm_up)
     for tensor in inputs.values():
         tensor.grad = None
@@ -104,7 +122,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, float]:
 def run_in_subprocess(variant: str, args: argparse.Namespace) -> dict[str, float]:
     shape_arguments = [
         f"--{name.replace('_', '-')}={getattr(args, name)}"
-        for name in ("tokens", "student_dim", "teacher_dim", "chunk_size", "loss_chunk_size")
+        for name in ("loss", "tokens", "student_dim", "teacher_dim", "chunk_size", "loss_chunk_size")
     ]
     command = [sys.executable, __file__, "--measure", variant, *shape_arguments]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
@@ -112,6 +130,7 @@ def run_in_subprocess(variant: str, args: argparse.Namespace) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--loss", choices=["kd", "ce"], default="kd")
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--student-dim", type=int, default=896)
     parser.add_argument("--teacher-dim", type=int, default=896)
@@ -125,7 +144,7 @@ def main() -> None:
         return
 
     print(
-        f"tokens={args.tokens} head_rows={HEAD_ROWS} vocab={VOCAB} student_dim={args.student_dim} "
+        f"loss={args.loss} tokens={args.tokens} head_rows={HEAD_ROWS} vocab={VOCAB} student_dim={args.student_dim} "
         f"teacher_dim={args.teacher_dim} chunk_size={args.chunk_size} loss_chunk_size={args.loss_chunk_size} "
         f"repeats={args.repeats} fp32 threads={torch.get_num_threads()}"
     )
