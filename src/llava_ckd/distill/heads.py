@@ -73,6 +73,10 @@ def _cross_entropy_sum(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(at_least_float32(logits), labels, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+def _no_loss(logits: Tensor) -> Tensor:
+    return logits.new_zeros((), dtype=_accumulation_dtype(logits))
+
+
 def _part_losses(
     logits: Tensor, part_kd: PartKD | None, part: slice, labels: Tensor | None, plan: _Plan, needs_grad: bool
 ) -> Tensor:
@@ -80,9 +84,8 @@ def _part_losses(
     the loss's gradient."""
     part_logits = logits[part].requires_grad_(needs_grad)
     with torch.set_grad_enabled(needs_grad):
-        no_loss = part_logits.new_zeros((), dtype=_accumulation_dtype(part_logits))
-        kd = part_kd(part, part_logits).sum() if part_kd is not None else no_loss
-        ce = _cross_entropy_sum(part_logits, labels[part]) if labels is not None else no_loss
+        kd = part_kd(part, part_logits).sum() if part_kd is not None else _no_loss(part_logits)
+        ce = _cross_entropy_sum(part_logits, labels[part]) if labels is not None else _no_loss(part_logits)
         loss = plan.kd_weight * kd + plan.ce_weight * ce
     if needs_grad:
         (grad_logits,) = torch.autograd.grad(loss, part_logits)
