@@ -12,8 +12,13 @@ def _make_data(args: argparse.Namespace) -> None:
     from llava_ckd.data.synthetic import SyntheticSpec
     from llava_ckd.demo import prepare_synthetic
 
-    prepare_synthetic(Path(args.out), SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val,
-                                                    n_test=args.test, n_captions=args.captions))
+    forms = tuple(args.forms.split(",")) if args.forms else None
+    try:
+        spec = SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val, n_test=args.test,
+                             n_captions=args.captions, max_objects=args.max_objects, forms=forms)
+        prepare_synthetic(Path(args.out), spec)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
 
 
 def _train_vision(args: argparse.Namespace) -> None:
@@ -49,6 +54,19 @@ def _cascade(args: argparse.Namespace) -> None:
         print(describe(cascade), flush=True)
     if not args.dry_run and (results := run_cascade(cascade)) is not None:
         print(results.read_text())
+
+
+def _study(args: argparse.Namespace) -> None:
+    from llava_ckd.config import ConfigError
+    from llava_ckd.study.run import StudyError, run_study
+
+    try:
+        out = run_study(Path(args.recipe), list(range(args.seeds)), args.teacher_sets, args.workers,
+                        Path(args.out) if args.out else None)
+    except (ConfigError, StudyError) as err:
+        sys.exit(f"error: {err}")
+    print((out / "summary.md").read_text())
+    print(f"summary.json, gap.png and plans.png in {out}")
 
 
 def _cache_teacher(args: argparse.Namespace) -> None:
@@ -116,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     make_data.add_argument("--val", type=int, default=500, help="validation questions")
     make_data.add_argument("--test", type=int, default=1000, help="test questions")
     make_data.add_argument("--captions", type=int, default=5000, help="caption pairs for pretraining")
+    make_data.add_argument("--max-objects", type=int, default=6, help="objects per scene, at most (2-16)")
+    make_data.add_argument("--forms", metavar="FORM,...",
+                           help="ask only these question forms (default: all; see llava_ckd.data.synthetic)")
     make_data.set_defaults(handler=_make_data)
 
     vision = commands.add_parser("train-vision",
@@ -143,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     cascade.add_argument("recipe", help="cascade recipe YAML (see configs/cascade/demo.yaml)")
     cascade.add_argument("--dry-run", action="store_true", help="print the stages of each plan and run nothing")
     cascade.set_defaults(handler=_cascade)
+
+    study = commands.add_parser("study", help="a recipe's plans over paired Student seeds, direct KD from every "
+                                "Teacher size, equal budgets: summary.json, tables and plots; resumable")
+    study.add_argument("recipe", help="cascade recipe YAML (see configs/cascade/study.yaml)")
+    study.add_argument("--seeds", type=int, default=5, help="Student seeds 0..N-1 (each retrains the Student)")
+    study.add_argument("--teacher-sets", type=int, default=1, metavar="N",
+                       help="also retrain the smallest Teacher with seeds 1..N-1 and distil from each")
+    study.add_argument("--workers", type=int, default=2, help="cascades run side by side (threads split evenly)")
+    study.add_argument("--out", help="study folder (default: the recipe's output)")
+    study.set_defaults(handler=_study)
 
     cache = commands.add_parser("cache-teacher",
                                 help="run a Teacher over a dataset and store its top-k signals for distill stages")

@@ -72,6 +72,14 @@ class CachedTeacherConfig(Strict):
 
 
 TeacherConfig = Annotated[OnlineTeacherConfig | CachedTeacherConfig, Field(discriminator="kind")]
+
+
+class ScheduleWindow(Strict):
+    """This stage runs steps [start, start + max_steps) of one learning-rate schedule spanning `total` steps,
+    so that a chain of stages (bottom-up's distillations) follows one warm-up and one decay."""
+
+    start: int = Field(ge=0)
+    total: int = Field(ge=1)
 DISTILL_FIELDS = ("teacher", "losses", "divergence", "kd_chunk_size")
 
 
@@ -90,6 +98,7 @@ class StageConfig(Strict):
     max_steps: int | None = None
     schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = 0.03
+    schedule_window: ScheduleWindow | None = None
     weight_decay: float = 0.0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     activation_checkpointing: bool = False
@@ -126,6 +135,14 @@ class StageConfig(Strict):
             if self.divergence.name != "forward_kl" or self.divergence.temperature != 1.0:
                 raise ValueError("divergence: a cached teacher holds top-k probabilities at temperature 1, "
                                  "which give forward_kl at temperature 1 only")
+        return self
+
+    @model_validator(mode="after")
+    def _window(self) -> StageConfig:
+        window = self.schedule_window
+        if window is not None and (self.max_steps is None or window.start + self.max_steps > window.total):
+            raise ValueError(f"schedule_window: needs max_steps with start + max_steps <= total "
+                             f"(start {window.start}, max_steps {self.max_steps}, total {window.total})")
         return self
 
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -52,8 +52,16 @@ class DemoSettings:
 
 
 def prepare_synthetic(out: Path, spec: SyntheticSpec) -> None:
-    """Render the benchmark into `out` and train its tokenizer into `out/tokenizer`."""
+    """Render the benchmark into `out` and train its tokenizer into `out/tokenizer` (kept when `out` holds
+    this spec's benchmark already; another spec's is refused)."""
     if (out / "tokenizer" / "tokenizer.json").is_file():
+        written = json.loads((out / "spec.json").read_text())["spec"]
+        wanted = json.loads(json.dumps(asdict(spec)))
+        if written != wanted:
+            changed = ", ".join(f"{key} {written.get(key)} -> {value}" for key, value in wanted.items()
+                                if written.get(key) != value)
+            raise ValueError(f"{out} holds the synthetic benchmark of another spec ({changed}); "
+                             "choose another folder or delete it")
         return
     write_benchmark(out, spec)
     corpus = conversation_corpus([out / "train" / "train.json", out / "train" / "captions.json"])

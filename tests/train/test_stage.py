@@ -142,3 +142,29 @@ def test_sigkilled_training_command_resumes_and_ends_with_the_uninterrupted_weig
     reference, result = weights(tmp_path / "reference" / "final"), weights(tmp_path / "killed" / "final")
     for name, tensor in reference.items():
         torch.testing.assert_close(result[name], tensor, rtol=0, atol=0)
+
+
+def logged_learning_rates(output_dir, checkpoint) -> list[float]:
+    state = json.loads((output_dir / checkpoint / "trainer_state.json").read_text())
+    return [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
+
+
+def test_a_schedule_window_runs_its_part_of_one_longer_schedule(colour_dataset, tokenizer_dir, tmp_path):
+    """Steps 2-5 of a 6-step warm-up + cosine schedule, run as a stage of 4 steps with a window, take the same
+    learning rates as those steps of the whole 6-step stage."""
+    common = {"logging_steps": 1, "save_steps": 6, "warmup_ratio": 0.34}
+    whole = tmp_path / "whole"
+    run_stage(StageConfig.model_validate(stage_dict(colour_dataset, tokenizer_dir, whole, **common)))
+    part = tmp_path / "part"
+    run_stage(StageConfig.model_validate(stage_dict(colour_dataset, tokenizer_dir, part, max_steps=4, save_steps=4,
+                                                    schedule_window={"start": 2, "total": 6},
+                                                    **{k: v for k, v in common.items() if k != "save_steps"})))
+    rates = logged_learning_rates(whole, "checkpoint-6")
+    assert rates[1] < rates[2]  # still warming up at step 2: the window is not a schedule of its own
+    assert logged_learning_rates(part, "checkpoint-4") == pytest.approx(rates[2:], rel=1e-6)
+
+
+def test_a_schedule_window_must_hold_the_stage(colour_dataset, tokenizer_dir, tmp_path):
+    with pytest.raises(ValueError, match="schedule_window"):
+        StageConfig.model_validate(stage_dict(colour_dataset, tokenizer_dir, tmp_path, max_steps=5,
+                                              schedule_window={"start": 2, "total": 6}))

@@ -11,8 +11,11 @@ sha256; the name, size and mtime of the files in checkpoint, tokenizer and visio
 are not fingerprinted). A stage whose input stage changed thus gets a new hash and folder even when its
 own config did not change, and plans that ask for the same content share one node.
 
-Folders: OUTPUT/stages/<model>/<step>-<hash[:10]>/ holds a stage's Trainer output; cached Teacher signals
-go to OUTPUT/signals/<teacher>/<step>-<hash[:10]>/signals/.
+Folders: STORE/stages/<model>/<step>-<hash[:10]>/ holds a stage's Trainer output; cached Teacher signals
+go to STORE/signals/<teacher>/<step>-<hash[:10]>/signals/ (STORE is the recipe's `store`, else its `output`).
+
+With `budget: per-plan` a distilling stage's `max_steps` is split over the Teachers distilled from
+(`split_steps`), so every plan gives the model the same number of steps in that stage.
 """
 
 from __future__ import annotations
@@ -191,7 +194,8 @@ class Expander:
                     current = self.stage(plan, model, template.name, fields, current)
                     stages.append(current)
                 continue
-            for name in teachers:
+            for name, budget in zip(teachers, self.budgets(plan, model, template, fields, extra, len(teachers)),
+                                    strict=True):
                 teacher_route = self.route(plan, name)
                 stages += teacher_route.stages
                 teacher = TeacherInput(name, teacher_route.final)
@@ -199,12 +203,30 @@ class Expander:
                     teacher = TeacherInput(name, teacher.model, self.signals(teacher, fields, extra.get("top_k",
                                                                                                        DEFAULT_TOP_K)))
                     stages.append(teacher.signals)
-                current = self.stage(plan, model, f"{template.name}-from-{name}", fields, current, teacher)
+                current = self.stage(plan, model, f"{template.name}-from-{name}", fields | budget, current, teacher)
                 stages.append(current)
         if current is origin.source and not origin.ready:
             raise self.error(f"plan {plan}: {model_label(model)} has no stage to run (every template stage "
                              "distils and has without_kd: skip)")
         return Route(tuple(stages), current)
+
+    def budgets(self, plan: str, model: str, template: StageTemplate, fields: dict, extra: dict,
+                n_teachers: int) -> list[dict]:
+        """Per Teacher distilled from: the step count (and schedule window) of that distillation."""
+        if extra.get("budget", "per-teacher") == "per-teacher":
+            if extra.get("chain_schedule", "fresh") != "fresh":
+                raise self.error(f"stage {template.name}: chain_schedule: continued needs budget: per-plan")
+            return [{}] * n_teachers
+        total = fields.get("max_steps")
+        if total is None or total < n_teachers:
+            raise self.error(f"plan {plan}, stage {model_label(model)}/{template.name}: budget: per-plan splits "
+                             f"max_steps over {n_teachers} Teacher(s); give max_steps >= {n_teachers}")
+        steps = split_steps(total, n_teachers)
+        if extra.get("chain_schedule", "fresh") == "fresh":
+            return [{"max_steps": n} for n in steps]
+        starts = [sum(steps[:index]) for index in range(n_teachers)]
+        return [{"max_steps": n, "schedule_window": {"start": start, "total": total}}
+                for n, start in zip(steps, starts, strict=True)]
 
     def settings(self, plan: str, model: str, template: StageTemplate) -> tuple[dict, dict]:
         """The stage's StageConfig fields and cascade fields: defaults, then the template, then the overrides."""
@@ -250,7 +272,7 @@ class Expander:
         if teacher is not None:
             files |= self.external_files(teacher.model, teacher.name)
         hash_ = digest({"job": "stage", "config": identity, "files": files})
-        directory = self.recipe.output / "stages" / model_label(model) / f"{step}-{hash_[:10]}"
+        directory = self.recipe.stage_root / "stages" / model_label(model) / f"{step}-{hash_[:10]}"
         job = StageConfig.model_validate(config(real_path) | {"output_dir": directory})
         distilled = teacher is not None or any(node.distilled for node in inputs.values())
         return self.register(Node(model_label(model), step, hash_, job, directory, inputs, files,
@@ -265,7 +287,7 @@ class Expander:
         identity = {"teacher": self.model_reference(teacher.model, teacher.name, placeholder),
                     "images": str(data.images), "max_length": data.max_length, "top_k": top_k}
         hash_ = digest({"job": "signals", **identity, "files": files})
-        directory = self.recipe.output / "signals" / model_label(teacher.name) / f"{step}-{hash_[:10]}"
+        directory = self.recipe.stage_root / "signals" / model_label(teacher.name) / f"{step}-{hash_[:10]}"
         teacher_source = ModelSource.model_validate(self.model_reference(teacher.model, teacher.name, real_path))
         job = SignalsJob(teacher_source, data.conversations, data.images, data.max_length, top_k, reader.batch_size,
                          directory / "signals")
@@ -302,6 +324,11 @@ class Expander:
             else:
                 files[f"{where}.{field}"] = str(value)
         return files
+
+
+def split_steps(total: int, parts: int) -> list[int]:
+    """`total` steps in `parts` near-equal parts, the first ones one step longer where it does not divide."""
+    return [total // parts + (index < total % parts) for index in range(parts)]
 
 
 def student_last(nodes) -> tuple[Node, ...]:

@@ -1,6 +1,7 @@
 """A cascade recipe, read from one YAML file: the Student, the chain of Teachers, the stage template, the plans.
 
-    output: runs/cascade                  # root of every stage's folder, cascade.json and results.md
+    output: runs/cascade                  # cascade.json, results.md, and (without `store`) every stage's folder
+    store: runs/store                     # optional: where stage folders go; recipes sharing it share stages
     student: {preset: tiny-student, tokenizer: data/tokenizer}      # any model source
     teachers:                             # the chain, smallest first
       - {name: tiny-ta, model: {preset: tiny-ta, tokenizer: data/tokenizer}}
@@ -21,6 +22,12 @@ A template stage is a partial StageConfig (the cascade sets `model`, `output_dir
   teachers     which Teachers this stage distils from, replacing the plan's order where it distils;
   without_kd   what the stage becomes where nothing is distilled (Teachers' own training, plan `none`):
                skip (default), pretrain or sft; e.g. LLaVA-KD's DPT is `kind: distill, without_kd: pretrain`.
+  budget       per-teacher (default, the paper's layout): each distillation from a Teacher runs `max_steps`;
+               per-plan: `max_steps` is what the model gets in this stage in every plan, split evenly over the
+               Teachers it distils from, in chain order (the first get the remainder), in full where it distils
+               from nobody, so `none`, `direct`, `top-down` and `bottom-up` train the Student equally long;
+  chain_schedule  with budget per-plan: fresh (default), each distillation warms up and decays on its own;
+               continued, the distillations of one model run consecutive windows of one schedule over `max_steps`.
 Overrides apply in their order to the stages they select (`stage`, and optionally `plan` and `model`).
 """
 
@@ -39,7 +46,7 @@ from llava_ckd.eval.registry import benchmark_names
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SET_BY_CASCADE = ("model", "output_dir", "teacher")
 STAGE_FIELDS = tuple(name for name in StageConfig.model_fields if name not in SET_BY_CASCADE)
-CASCADE_FIELDS = ("signals", "top_k", "teachers", "without_kd")
+CASCADE_FIELDS = ("signals", "top_k", "teachers", "without_kd", "budget", "chain_schedule")
 
 # Every StageConfig field the recipe may set, unchecked here: whole stages are validated once assembled.
 StageFields = create_model(
@@ -54,6 +61,8 @@ class StageSettings(StageFields):
     top_k: int | None = Field(None, ge=1)
     teachers: tuple[str, ...] | None = None
     without_kd: Literal["skip", "pretrain", "sft"] | None = None
+    budget: Literal["per-teacher", "per-plan"] | None = None
+    chain_schedule: Literal["fresh", "continued"] | None = None
 
     def stage_fields(self) -> dict:
         return {name: getattr(self, name) for name in STAGE_FIELDS if name in self.model_fields_set}
@@ -98,12 +107,15 @@ class Override(Strict):
 class Evaluation(Strict):
     benchmark: str
     data: Path
+    val: Path | None = Field(None, description="validation split: for choices and checks (a study's plateau "
+                                               "check); results are reported on `data`")
     batch_size: int = Field(16, ge=1)
     metric: str = "accuracy"
 
 
 class Recipe(Strict):
     output: Path
+    store: Path | None = None
     student: ModelSource
     teachers: tuple[TeacherSpec, ...] = Field(min_length=1)
     defaults: StageFields = StageFields()
@@ -111,6 +123,10 @@ class Recipe(Strict):
     plans: tuple[PlanName, ...] = Field(min_length=1)
     overrides: tuple[Override, ...] = ()
     evaluation: Evaluation | None = None
+
+    @property
+    def stage_root(self) -> Path:
+        return self.store or self.output
 
     @property
     def chain(self) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llava_ckd.cascade.expand import Cascade
+from llava_ckd.cascade.lock import stage_lock
 from llava_ckd.cascade.plans import STUDENT
 from llava_ckd.eval.run import evaluate
 
@@ -22,8 +23,10 @@ def evaluate_plans(cascade: Cascade, echo: Callable[[str], None] = print) -> dic
     for plan, student in cascade.students.items():
         if student.hash not in by_stage:
             echo(f"evaluating the Student of {plan}: {cascade.name(student)}")
-            by_stage[student.hash] = evaluate(student.output, evaluation.benchmark, evaluation.data,
-                                              student.directory / "eval" / evaluation.benchmark, evaluation.batch_size)
+            with stage_lock(student, holder=True):
+                by_stage[student.hash] = evaluate(student.output, evaluation.benchmark, evaluation.data,
+                                                  student.directory / "eval" / evaluation.benchmark,
+                                                  evaluation.batch_size)
         results[plan] = by_stage[student.hash]
     return results
 

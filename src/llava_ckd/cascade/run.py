@@ -13,9 +13,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from llava_ckd.cascade.expand import Cascade, Node, SignalsJob, expand
+from llava_ckd.cascade.lock import stage_lock
 from llava_ckd.cascade.recipe import load_recipe
 from llava_ckd.cascade.results import evaluate_plans, write_results
 from llava_ckd.config import StageConfig
@@ -23,7 +22,7 @@ from llava_ckd.distill.cache import MANIFEST as SIGNALS_MANIFEST
 from llava_ckd.distill.cache import write_teacher_cache
 from llava_ckd.distill.engines import processes
 from llava_ckd.models.load import model_from_source
-from llava_ckd.train.stage import finished, run_stage
+from llava_ckd.train.stage import checkpoint_complete, finished, run_stage
 
 MANIFEST = "manifest.json"
 CASCADE_FILE = "cascade.json"
@@ -56,7 +55,8 @@ def status(node: Node) -> str:
     manifest = read_manifest(node)
     if manifest and manifest["status"] == "finished" and manifest["hash"] == node.hash and output_complete(node):
         return "done"
-    if isinstance(node.job, StageConfig) and node.directory.is_dir() and get_last_checkpoint(str(node.directory)):
+    if isinstance(node.job, StageConfig) and node.directory.is_dir() and any(
+            checkpoint_complete(folder) for folder in node.directory.glob("checkpoint-*")):
         return "resume"
     return "todo"
 
@@ -113,34 +113,42 @@ def write_cascade_file(cascade: Cascade, results: dict[str, dict]) -> Path:
     return path
 
 
-def run_stages(cascade: Cascade, echo: Callable[[str], None] = print) -> None:
-    """Every stage in order. Launched as several processes, all of them train; the main process writes the files."""
+def run_stages(cascade: Cascade, echo: Callable[[str], None] = print, only: tuple[Node, ...] | None = None) -> None:
+    """Every stage in order (or those in `only`). Launched as several processes, all of them train; the main
+    process writes the files."""
     state = processes()
     total = len(cascade.stages)
     for number, node in enumerate(cascade.stages, 1):
-        label = f"[{number}/{total}] {cascade.name(node)}"
-        current = status(node)
-        state.wait_for_everyone()  # every process has read the status before the main process writes
-        if current == "done":
-            previous = read_manifest(node)
-            if state.is_main_process:
-                write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished",
-                                                                     previous["started_at"], previous["wall_seconds"]))
-                echo(f"{label}: finished before, skipped")
+        if only is not None and node not in only:
             continue
-        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with stage_lock(node, state.is_main_process):
+            run_node(cascade, node, f"[{number}/{total}] {cascade.name(node)}", state, echo)
+
+
+def run_node(cascade: Cascade, node: Node, label: str, state, echo: Callable[[str], None]) -> None:
+    state.wait_for_everyone()  # the main process holds the stage's lock
+    current = status(node)
+    state.wait_for_everyone()  # every process has read the status before the main process writes
+    if current == "done":
+        previous = read_manifest(node)
         if state.is_main_process:
-            echo(f"{label}: {'resuming from its last checkpoint' if current == 'resume' else 'running'}")
-            node.directory.mkdir(parents=True, exist_ok=True)
-            write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "running", started_at, None))
-        clock = time.perf_counter()
-        execute(node)
-        wall_seconds = round(time.perf_counter() - clock, 3)
-        if state.is_main_process:
-            write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished", started_at, wall_seconds))
-            write_cascade_file(cascade, {})
-            echo(f"{label}: finished in {wall_seconds:.1f} s")
-        state.wait_for_everyone()
+            write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished",
+                                                                 previous["started_at"], previous["wall_seconds"]))
+            echo(f"{label}: finished before, skipped")
+        return
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if state.is_main_process:
+        echo(f"{label}: {'resuming from its last checkpoint' if current == 'resume' else 'running'}")
+        node.directory.mkdir(parents=True, exist_ok=True)
+        write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "running", started_at, None))
+    clock = time.perf_counter()
+    execute(node)
+    wall_seconds = round(time.perf_counter() - clock, 3)
+    if state.is_main_process:
+        write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished", started_at, wall_seconds))
+        write_cascade_file(cascade, {})
+        echo(f"{label}: finished in {wall_seconds:.1f} s")
+    state.wait_for_everyone()
 
 
 def run_cascade(cascade: Cascade, echo: Callable[[str], None] = print) -> Path | None:

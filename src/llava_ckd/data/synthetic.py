@@ -115,8 +115,14 @@ class SyntheticSpec:
     min_objects: int = 1
     max_objects: int = 6
     turns: int = 3
+    forms: tuple[str, ...] | None = None    # the question forms asked (None: all of FORMS)
 
     def __post_init__(self) -> None:
+        if self.forms is not None:
+            object.__setattr__(self, "forms", tuple(self.forms))
+            known = [form for forms in FORMS.values() for form in forms]
+            if (unknown := sorted(set(self.forms) - set(known))) or not self.forms:
+                raise ValueError(f"forms: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
         if self.image_size % self.grid:
             raise ValueError(f"image_size {self.image_size} is not a multiple of grid {self.grid}")
         if not (1 <= self.min_objects <= self.max_objects and 2 <= self.max_objects <= self.grid**2):
@@ -129,6 +135,17 @@ class SyntheticSpec:
     @property
     def cell_size(self) -> int:
         return self.image_size // self.grid
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The categories that have a form asked."""
+        return tuple(category for category in CATEGORIES if self.questions(category, Scene(())) is not None)
+
+    def questions(self, category: str, scene: Scene) -> list[Question] | None:
+        """The questions of `category` that `scene` offers in the asked forms; None when no form is asked."""
+        if self.forms is not None and not set(FORMS[category]) & set(self.forms):
+            return None
+        return [q for q in QUESTION_TYPES[category](scene) if self.forms is None or q.form in self.forms]
 
 
 @dataclass(frozen=True)
@@ -310,6 +327,13 @@ QUESTION_TYPES: dict[str, Callable[[Scene], list[Question]]] = {
     "existence": existence_questions,
     "position": position_questions,
 }
+FORMS: dict[str, tuple[str, ...]] = {
+    "colour": ("colour_of_shape", "colour_by_relation"),
+    "shape": ("shape_of_colour", "shape_by_relation"),
+    "count": ("count_all", "count_colour", "count_shape", "count_colour_shape"),
+    "existence": ("colour_and_shape",),
+    "position": ("relation_yes_no", "left_or_right", "above_or_below"),
+}
 
 
 def answer_vocabulary(spec: SyntheticSpec) -> dict[str, list[str]]:
@@ -355,11 +379,11 @@ def _eval_items(rng: random.Random, spec: SyntheticSpec, n_items: int) -> Iterat
     category, so that the balancer always has a choice (yes/no forms come out exactly 50/50)."""
     balancer = _Balancer()
     for _ in range(n_items):
-        category = balancer.pick(rng, "category", CATEGORIES)
+        category = balancer.pick(rng, "category", spec.categories)
         candidates: list[Question] = []
         while len({q.answer for q in candidates}) < 2:
             scene = sample_scene(rng, spec)
-            candidates = QUESTION_TYPES[category](scene)
+            candidates = spec.questions(category, scene)
         yield _Item(scene, (balancer.pick_question(rng, candidates),))
 
 
@@ -369,7 +393,7 @@ def _conversation_items(rng: random.Random, spec: SyntheticSpec, n_items: int) -
     balancer = _Balancer()
     for _ in range(n_items):
         scene = sample_scene(rng, spec)
-        unasked = {category: ask(scene) for category, ask in QUESTION_TYPES.items()}
+        unasked = {category: spec.questions(category, scene) for category in spec.categories}
         questions: list[Question] = []
         for _ in range(spec.turns):
             offered = [category for category, candidates in unasked.items() if candidates]
@@ -475,14 +499,21 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def majority_baseline(answer_key_path: Path) -> dict[str, float]:
-    """Accuracy of answering, for every question, its category's most common answer *in this key*
-    (the best any constant answer per category can do), per category and ``"overall"``."""
-    by_category: dict[str, Counter[str]] = {}
-    for line in Path(answer_key_path).read_text().splitlines():
-        row = json.loads(line)
-        by_category.setdefault(row["category"], Counter())[row["answer"]] += 1
-    rates = {category: max(answers.values()) / answers.total() for category, answers in by_category.items()}
-    total = sum(answers.total() for answers in by_category.values())
-    rates["overall"] = sum(max(answers.values()) for answers in by_category.values()) / total
+def majority_baseline(answer_key_path: Path, by: str = "category") -> dict[str, float]:
+    """Accuracy of answering every question the most common answer of its group *in this key* (the best a
+    model blind to the image can do knowing only the group), per category and ``"overall"``.
+
+    ``by="category"``: one answer per category; ``by="form"``: one per question template (the blind guesser
+    that knows the template, e.g. "How many red circles...?" -> "0").
+    """
+    rows = [json.loads(line) for line in Path(answer_key_path).read_text().splitlines()]
+    answers_by_group: dict[str, Counter[str]] = {}
+    for row in rows:
+        answers_by_group.setdefault(row[by], Counter())[row["answer"]] += 1
+    guess = {group: answers.most_common(1)[0][0] for group, answers in answers_by_group.items()}
+    right: dict[str, list[bool]] = {}
+    for row in rows:
+        right.setdefault(row["category"], []).append(guess[row[by]] == row["answer"])
+    rates = {category: sum(hits) / len(hits) for category, hits in right.items()}
+    rates["overall"] = sum(map(sum, right.values())) / len(rows)
     return rates

@@ -1,6 +1,6 @@
 """Tiny model presets, random init from configs alone, for the tests and the CPU demo.
 
-`tiny-student`, `tiny-ta` and `tiny-teacher` share one vision tower shape (CLIP ViT on 32 px images,
+`tiny-student`, `tiny-ta`, `tiny-teacher` and the `ladder-*` sizes share one vision tower shape (CLIP ViT on 32 px images,
 patch 8: one image token per cell of the synthetic benchmark's 4x4 grid) and differ only in the size
 of their Qwen2 language model, so capacity is what separates them. `tiny-qwen2-siglip` mirrors the
 paper's architecture (SigLIP vision tower without CLS token, Qwen2 LLM, 2-layer GELU projector,
@@ -28,6 +28,11 @@ TEXT_SIZES = {
     "tiny-ta": TextSize(hidden=96, layers=3, heads=4, kv_heads=2, intermediate=256),
     "tiny-teacher": TextSize(hidden=192, layers=4, heads=6, kv_heads=2, intermediate=512),
     "tiny-qwen2-siglip": TextSize(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128),
+    # the capacity ladder of the study (configs/cascade/study.yaml): Teachers >= 4x apart in LLM parameters
+    "ladder-student": TextSize(hidden=48, layers=2, heads=2, kv_heads=1, intermediate=128),
+    "ladder-small": TextSize(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=256),
+    "ladder-medium": TextSize(hidden=128, layers=2, heads=4, kv_heads=2, intermediate=640),
+    "ladder-large": TextSize(hidden=256, layers=2, heads=8, kv_heads=2, intermediate=1536),
 }
 PRESETS = tuple(TEXT_SIZES)
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from llava_ckd.config import StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset, cacheable_images
@@ -44,6 +46,29 @@ def resolved_config_text(config: StageConfig) -> str:
 def finished(config: StageConfig) -> bool:
     saved = config.output_dir / FINAL / CONFIG_FILE
     return saved.is_file() and saved.read_text() == resolved_config_text(config)
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    """Trainer writes `trainer_state.json` after the weights, optimizer, scheduler and RNG states: a checkpoint
+    whose state file is whole and whose weights are there was saved to the end."""
+    try:
+        json.loads((folder / TRAINER_STATE_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return any((folder / name).is_file() for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME))
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint saved to the end; newer ones cut short by a kill are deleted, and named in the log."""
+    numbered = sorted((int(match.group(1)), path) for path in Path(output_dir).glob("checkpoint-*")
+                      if (match := re.fullmatch(r"checkpoint-(\d+)", path.name)) and path.is_dir())
+    for _, path in reversed(numbered):
+        if checkpoint_complete(path):
+            return path
+        log.warning("skipping %s: its save was cut short (no complete trainer_state.json or weights); deleting it",
+                    path)
+        shutil.rmtree(path)
+    return None
 
 
 def training_arguments(config: StageConfig) -> TrainingArguments:
@@ -129,11 +154,13 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Pat
         processing_class=processor,
         callbacks=list(callbacks),
         distiller=distiller,
+        schedule_window=config.schedule_window,
     )
-    last_checkpoint = get_last_checkpoint(str(config.output_dir))
+    with arguments.main_process_first(desc="finding the last complete checkpoint"):  # the main one deletes cut ones
+        last_checkpoint = last_complete_checkpoint(config.output_dir)
     if last_checkpoint:
         log.info("resuming from %s", last_checkpoint)
-    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
     metrics = dict(result.metrics, samples_kept=report.kept, samples_skipped=sum(report.skipped.values()),
                    global_step=trainer.state.global_step)
     return save_final(trainer, processor, config, metrics)

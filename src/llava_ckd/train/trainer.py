@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
-import torch
-from transformers import Trainer
+from collections.abc import Callable
+from functools import partial
 
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer, get_scheduler
+
+from llava_ckd.config import ScheduleWindow
 from llava_ckd.distill.loss import Distiller, TargetCounts
 from llava_ckd.distill.teachers import OnlineTeacher
 
 
+def _shifted(factor: Callable[[int], float], start: int, step: int) -> float:
+    return factor(start + step)
+
+
 class StageTrainer(Trainer):
-    def __init__(self, *args, distiller: Distiller, **kwargs):
+    def __init__(self, *args, distiller: Distiller, schedule_window: ScheduleWindow | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.distiller = distiller
+        self.schedule_window = schedule_window
         if isinstance(distiller.teacher, OnlineTeacher):
             distiller.teacher.place(self.accelerator)  # replicated, or sharded like the Student
         self._window: TargetCounts | None = None
         self._term_sums: dict[str, torch.Tensor] = {}
         self._windows_since_log = 0
         self.loss_is_scaled_for_ga = True  # every term is divided by its count over the accumulation window
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The stage's own schedule, or its window of one schedule over a chain of stages (`schedule_window`)."""
+        window = self.schedule_window
+        if window is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer or self.optimizer
+        whole = get_scheduler(self.args.lr_scheduler_type, optimizer=optimizer,
+                              num_warmup_steps=self.args.get_warmup_steps(window.total),
+                              num_training_steps=window.total)
+        self.lr_scheduler = LambdaLR(optimizer, partial(_shifted, whole.lr_lambdas[0], window.start))
+        return self.lr_scheduler
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Also counts what the loss terms are averaged over in this gradient-accumulation window."""

@@ -1,7 +1,8 @@
 """The demo's stand-in for a pretrained SigLIP: a small ViT trained once on the synthetic scenes, then frozen.
 
 Each image token of the 32 px, patch-8 tower covers one cell of the 4x4 scene grid, and is trained to
-tell that cell's colour and shape (or that it is empty) through a linear probe on its last hidden state.
+tell that cell's colour and shape (or that it is empty), row and column through linear probes on its last
+hidden state: like SigLIP's patch features, every token says what is there and where.
 All Student, TA and Teacher models then start from the same tower, so that what separates them is the
 capacity of their language models, as in the paper where every model shares SigLIP.
 """
@@ -52,18 +53,33 @@ class CellProbe(nn.Module):
         super().__init__()
         self.tower = tower
         hidden = tower.config.hidden_size
+        grid = tower.config.image_size // tower.config.patch_size
         self.colour = nn.Linear(hidden, len(COLOURS) + 1)
         self.kind = nn.Linear(hidden, len(KINDS) + 1)
+        self.row = nn.Linear(hidden, grid)
+        self.col = nn.Linear(hidden, grid)
+        cells = torch.arange(grid * grid)
+        self.register_buffer("rows", cells // grid, persistent=False)
+        self.register_buffer("cols", cells % grid, persistent=False)
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per image token: colour, shape, row and column logits."""
         tokens = self.tower(pixel_values, output_hidden_states=True).hidden_states[-1][:, 1:]  # drop CLS
-        return self.colour(tokens), self.kind(tokens)
+        return self.colour(tokens), self.kind(tokens), self.row(tokens), self.col(tokens)
+
+    def loss(self, pixel_values: torch.Tensor, colours: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        colour_logits, kind_logits, row_logits, col_logits = self(pixel_values)
+        rows, cols = (index.expand_as(colours) for index in (self.rows, self.cols))
+        return sum(nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten()) for logits, target in
+                   ((colour_logits, colours), (kind_logits, kinds), (row_logits, rows), (col_logits, cols)))
 
 
 def cell_accuracy(probe: CellProbe, pixels, colours, kinds) -> float:
+    """Share of cells whose colour, shape, row and column the probes all get right."""
     with torch.no_grad():
-        colour_logits, kind_logits = probe(pixels)
+        colour_logits, kind_logits, row_logits, col_logits = probe(pixels)
     right = (colour_logits.argmax(-1) == colours) & (kind_logits.argmax(-1) == kinds)
+    right &= (row_logits.argmax(-1) == probe.rows) & (col_logits.argmax(-1) == probe.cols)
     return right.float().mean().item()
 
 
@@ -82,13 +98,10 @@ def train_vision_encoder(data_dir: Path, out: Path, steps: int = 600, batch_size
     optimizer = torch.optim.AdamW(probe.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps)
     generator = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss()
     with tqdm(range(steps), desc="vision encoder", unit="step") as progress:
         for _ in progress:
             batch = torch.randint(len(pixels), (batch_size,), generator=generator)
-            colour_logits, kind_logits = probe(pixels[batch])
-            loss = loss_fn(colour_logits.flatten(0, 1), colours[batch].flatten()) + loss_fn(
-                kind_logits.flatten(0, 1), kinds[batch].flatten())
+            loss = probe.loss(pixels[batch], colours[batch], kinds[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -96,7 +109,7 @@ def train_vision_encoder(data_dir: Path, out: Path, steps: int = 600, batch_size
             progress.set_postfix(loss=f"{loss.item():.3f}")
     val = load_scenes(Path(data_dir) / "val", image_processor, grid, None)
     accuracy = cell_accuracy(probe.eval(), *val)
-    log.info("vision encoder: cell colour+shape accuracy on val %.4f", accuracy)
+    log.info("vision encoder: cell colour, shape and place accuracy on val %.4f", accuracy)
     out.mkdir(parents=True, exist_ok=True)
     probe.tower.save_pretrained(out)
     image_processor.save_pretrained(out)

@@ -1,0 +1,243 @@
+"""A finished study's figures: Teachers, the Student before KD, every plan row with paired differences, the
+capacity-gap curve; written as summary.json, summary.md, gap.png and plans.png."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from llava_ckd.cascade.expand import Cascade, Node
+from llava_ckd.cascade.plans import STUDENT
+from llava_ckd.cascade.recipe import Recipe
+from llava_ckd.config import StageConfig
+from llava_ckd.data.synthetic import majority_baseline
+from llava_ckd.eval.run import evaluate
+from llava_ckd.report import llm_parameters
+from llava_ckd.study.plots import plot_gap_curve, plot_plans
+from llava_ckd.study.stats import describe, paired
+from llava_ckd.study.variants import CHAIN, CONTINUED, PER_TEACHER, Job
+
+PLATEAU_FRACTION = 0.75
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    variant: str
+    plan: str
+    teacher: str | None              # the largest Teacher the Student distils from
+    teacher_set: int
+    student_steps: int               # the Student's optimizer steps after its SFT
+    accuracy: dict[int, float]       # seed -> test accuracy
+    categories: dict[int, dict[str, float]]
+
+
+def own_training(cascade: Cascade, model: str) -> Node:
+    """The last stage a model trains on its own (a Teacher's or the Student's SFT)."""
+    return [node for node in cascade.stages
+            if node.model == model and not node.distilled and isinstance(node.job, StageConfig)][-1]
+
+
+def student_steps(cascade: Cascade, plan: str) -> int:
+    distilling = {stage.name for stage in cascade.recipe.stages if stage.kind == "distill"}
+    return sum(node.job.max_steps for node in cascade.plans[plan]
+               if node.model == STUDENT and node.step.split("-from-")[0] in distilling)
+
+
+def row_label(variant: str, plan: str, teacher: str | None, teacher_set: int, budget_steps: int) -> str:
+    if variant == PER_TEACHER:
+        return f"bottom-up, each Teacher {budget_steps} steps (paper layout)"
+    if variant == CONTINUED:
+        return "bottom-up, one schedule over the chain"
+    if variant == CHAIN:
+        return plan
+    label = f"direct from {teacher}"
+    return label + (f" (Teacher set {teacher_set})" if teacher_set else "")
+
+
+def collect_rows(jobs: list[Job], cascades: dict[Path, Cascade]) -> list[Row]:
+    rows: dict[tuple[str, str], Row] = {}
+    for job in jobs:
+        cascade = cascades[job.recipe]
+        results = json.loads((job.output / "cascade.json").read_text())["plans"]
+        for plan in job.variant.plans:
+            result = results[plan]["result"]
+            key = (job.variant.name, plan)
+            if key not in rows:
+                teacher = None if plan == "none" else job.variant.chain[-1]
+                steps = student_steps(cascade, plan)
+                budget = steps // len(job.variant.chain)
+                rows[key] = Row(row_label(job.variant.name, plan, teacher, job.variant.teacher_set, budget),
+                                job.variant.name, plan, teacher, job.variant.teacher_set, steps, {}, {})
+            rows[key].accuracy[job.seed] = result["accuracy"]
+            rows[key].categories[job.seed] = result.get("categories", {})
+    return list(rows.values())
+
+
+def evaluated(node: Node | Path, recipe: Recipe, split: str, name: str | None = None) -> dict:
+    """The benchmark result of a stage's model (or of a checkpoint folder) on test or val, computed once."""
+    evaluation = recipe.evaluation
+    data = evaluation.data if split == "test" else evaluation.val
+    model = node.output if isinstance(node, Node) else node
+    folder = (node.directory if isinstance(node, Node) else node.parent) / "eval"
+    suffix = "" if split == "test" else f"-{split}"
+    return evaluate(model, evaluation.benchmark, data, folder / f"{evaluation.benchmark}{suffix}{name or ''}",
+                    evaluation.batch_size)
+
+
+def plateau(node: Node, recipe: Recipe) -> dict | None:
+    """Val accuracy at the last checkpoint at or before 3/4 of a stage's steps, and at its end."""
+    if recipe.evaluation.val is None:
+        return None
+    steps = node.job.max_steps
+    checkpoints = sorted((int(m.group(1)), path) for path in node.directory.glob("checkpoint-*")
+                         if (m := re.fullmatch(r"checkpoint-(\d+)", path.name)))
+    earlier = [(step, path) for step, path in checkpoints if step <= PLATEAU_FRACTION * steps]
+    if not earlier:
+        return {"steps": steps, "measured": False,
+                "why": f"no checkpoint at or before step {PLATEAU_FRACTION * steps:.0f}: set save_steps to a "
+                       "quarter of max_steps (and keep save_total_limit >= 2)"}
+    step, path = earlier[-1]
+    before = evaluated(path, recipe, "val", f"-{path.name}")["accuracy"]
+    after = evaluated(node, recipe, "val")["accuracy"]
+    return {"steps": steps, "measured": True, "val_at_step": step, "val_before": before, "val_final": after,
+            "moved": after - before}
+
+
+def teacher_entries(recipe: Recipe, chain_cascade: Cascade, jobs: list[Job],
+                    cascades: dict[Path, Cascade]) -> list[dict]:
+    entries = []
+    for name in recipe.chain:
+        node = own_training(chain_cascade, f"teacher-{name}")
+        result = evaluated(node, recipe, "test")
+        entries.append({"name": name, "teacher_set": 0, "llm_parameters": llm_parameters(node.output),
+                        "test_accuracy": result["accuracy"], "test_categories": result.get("categories", {}),
+                        "plateau": plateau(node, recipe)})
+    for job in jobs:
+        if job.variant.teacher_set and job.seed == jobs[0].seed:
+            name = job.variant.chain[0]
+            node = own_training(cascades[job.recipe], f"teacher-{name}")
+            result = evaluated(node, recipe, "test")
+            entries.append({"name": name, "teacher_set": job.variant.teacher_set,
+                            "llm_parameters": llm_parameters(node.output), "test_accuracy": result["accuracy"],
+                            "test_categories": result.get("categories", {}), "plateau": None})
+    return entries
+
+
+def student_entry(recipe: Recipe, jobs: list[Job], cascades: dict[Path, Cascade]) -> dict:
+    """The Student after its own SFT, per seed (before any KD or continued training)."""
+    per_seed = {}
+    node = None
+    for job in jobs:
+        if job.variant.name == CHAIN:
+            node = own_training(cascades[job.recipe], STUDENT)
+            result = evaluated(node, recipe, "test")
+            per_seed[job.seed] = {"accuracy": result["accuracy"], "categories": result.get("categories", {})}
+    accuracy = [entry["accuracy"] for entry in per_seed.values()]
+    colour = [entry["categories"]["colour"] for entry in per_seed.values() if "colour" in entry["categories"]]
+    return {"llm_parameters": llm_parameters(node.output), "sft_per_seed": per_seed,
+            "sft_accuracy": describe(accuracy), "sft_colour": describe(colour) if colour else None}
+
+
+def row_entry(row: Row, baselines: dict[str, Row]) -> dict:
+    entry = {"label": row.label, "variant": row.variant, "plan": row.plan, "teacher": row.teacher,
+             "teacher_set": row.teacher_set, "student_steps": row.student_steps, "seeds": sorted(row.accuracy),
+             "accuracy_per_seed": row.accuracy, **describe(list(row.accuracy.values()))}
+    for name, baseline in baselines.items():
+        if baseline is not row:
+            entry[f"vs_{name}"] = paired(row.accuracy, baseline.accuracy)
+    return entry
+
+
+def blind_baselines(recipe: Recipe) -> dict | None:
+    key = recipe.evaluation.data / "answer_key.jsonl"
+    if not key.is_file():
+        return None
+    return {"majority_by_category": majority_baseline(key, "category"),
+            "majority_by_template": majority_baseline(key, "form")}
+
+
+def write_summary(root: Path, recipe: Recipe, jobs: list[Job], cascades: dict[Path, Cascade],
+                  wall_seconds: float) -> Path:
+    chain_jobs = [job for job in jobs if job.variant.name == CHAIN]
+    rows = collect_rows(jobs, cascades)
+    chain_rows = {row.plan: row for row in rows if row.variant == CHAIN}
+    baselines = {plan: chain_rows[plan] for plan in ("none", "direct") if plan in chain_rows}
+    teachers = teacher_entries(recipe, cascades[chain_jobs[0].recipe], jobs, cascades)
+    student = student_entry(recipe, jobs, cascades)
+    parameters = {entry["name"]: entry["llm_parameters"] for entry in teachers if not entry["teacher_set"]}
+    row_entries = [row_entry(row, baselines) for row in rows]
+    gap = [{"teacher": entry["teacher"], "capacity_ratio": parameters[entry["teacher"]] / student["llm_parameters"],
+            "gain_vs_none": entry["vs_none"]}
+           for entry in row_entries
+           if entry["plan"] == "direct" and not entry["teacher_set"] and "vs_none" in entry]
+    summary = {
+        "recipe": str(recipe.output), "seeds": sorted({job.seed for job in jobs}),
+        "benchmark": {"name": recipe.evaluation.benchmark, "test": str(recipe.evaluation.data),
+                      "val": str(recipe.evaluation.val) if recipe.evaluation.val else None,
+                      "blind": blind_baselines(recipe)},
+        "teachers": teachers, "student": student, "rows": row_entries,
+        "gap_curve": sorted(gap, key=lambda point: point["capacity_ratio"]),
+        "stage_wall_seconds": stage_seconds(jobs, cascades), "study_wall_seconds": wall_seconds,
+    }
+    (root / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=False) + "\n")
+    (root / "summary.md").write_text(summary_markdown(summary))
+    plot_gap_curve(root / "gap.png", summary)
+    plot_plans(root / "plans.png", summary)
+    return root
+
+
+def stage_seconds(jobs: list[Job], cascades: dict[Path, Cascade]) -> float:
+    """Wall time of every stage of the study, each counted once (from the stage manifests)."""
+    seen: dict[str, float] = {}
+    for job in jobs:
+        for node in cascades[job.recipe].stages:
+            manifest = node.directory / "manifest.json"
+            if node.hash not in seen and manifest.is_file():
+                seen[node.hash] = json.loads(manifest.read_text()).get("wall_seconds") or 0.0
+    return sum(seen.values())
+
+
+def _interval(stats: dict) -> str:
+    return f"[{stats['ci95'][0]:.1f}, {stats['ci95'][1]:.1f}]" if stats.get("n", 0) > 1 else "–"
+
+
+def _difference(stats: dict | None) -> str:
+    if not stats or not stats.get("n"):
+        return "–"
+    return f"{stats['mean']:+.1f} ± {stats['se']:.1f}" if stats["n"] > 1 else f"{stats['mean']:+.1f}"
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = ["# Study summary", "", f"Seeds: {', '.join(map(str, summary['seeds']))}. Test accuracy in percent.", ""]
+    blind = summary["benchmark"]["blind"]
+    if blind:
+        lines += [f"Blind guessers: majority answer per category {100 * blind['majority_by_category']['overall']:.1f}, "
+                  f"per question template {100 * blind['majority_by_template']['overall']:.1f}.", ""]
+    lines += ["| Teacher | set | LLM parameters | test | val at 3/4 → end |", "| --- | ---: | ---: | ---: | --- |"]
+    for entry in summary["teachers"]:
+        plateau = entry["plateau"]
+        moved = (f"{plateau['val_before']:.1f} → {plateau['val_final']:.1f} (step {plateau['val_at_step']} → "
+                 f"{plateau['steps']})" if plateau and plateau["measured"] else "–")
+        lines.append(f"| {entry['name']} | {entry['teacher_set']} | {entry['llm_parameters']:,} | "
+                     f"{entry['test_accuracy']:.1f} | {moved} |")
+    student = summary["student"]
+    colour = student["sft_colour"]
+    lines += ["", f"Student ({student['llm_parameters']:,} LLM parameters) after its SFT: "
+                  f"{student['sft_accuracy']['mean']:.1f} ± {student['sft_accuracy']['std']:.1f} overall"
+                  + (f", colour {colour['mean']:.1f} ± {colour['std']:.1f}" if colour else "") + " (mean ± std).", ""]
+    lines += ["| row | Student steps | seeds | mean | std | 95% interval | − none (± se) | − direct (± se) |",
+              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for row in summary["rows"]:
+        lines.append(f"| {row['label']} | {row['student_steps']} | {row['n']} | {row['mean']:.1f} | {row['std']:.1f} | "
+                     f"{_interval(row)} | {_difference(row.get('vs_none'))} | {_difference(row.get('vs_direct'))} |")
+    lines += ["", "| Teacher | capacity ratio | KD gain over none (± se) | 95% interval |",
+              "| --- | ---: | ---: | --- |"]
+    for point in summary["gap_curve"]:
+        lines.append(f"| {point['teacher']} | {point['capacity_ratio']:.1f} | {_difference(point['gain_vs_none'])} | "
+                     f"{_interval(point['gain_vs_none'])} |")
+    lines += ["", f"Wall time: {summary['stage_wall_seconds'] / 60:.0f} min of stages; this run of the study "
+                  f"{summary['study_wall_seconds'] / 60:.0f} min.", ""]
+    return "\n".join(lines)
