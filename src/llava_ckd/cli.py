@@ -30,7 +30,10 @@ def _train_vision(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from llava_ckd.demo import DemoSettings, run_demo
 
-    report = run_demo(DemoSettings(out=Path(args.out), seed=args.seed, sft_steps=args.sft_steps))
+    try:
+        report = run_demo(DemoSettings(out=Path(args.out), seeds=args.seeds))
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
     print(report.read_text())
 
 
@@ -147,10 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--seed", type=int, default=0)
     vision.set_defaults(handler=_train_vision)
 
-    demo = commands.add_parser("demo", help="the CPU demo: benchmark, models of three sizes, evaluation, report")
+    demo = commands.add_parser("demo", help="the CPU demo: the study's setting with the shipped Teachers, every plan "
+                               "at equal budget over paired seeds, report")
     demo.add_argument("--out", default="runs/demo", help="output folder (finished steps are reused)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--sft-steps", type=int, default=600)
+    demo.add_argument("--seeds", type=int, default=2, help="Student seeds 0..N-1")
     demo.set_defaults(handler=_demo)
 
     train = commands.add_parser("train", help="run one training stage (pretrain, sft or distill) from a YAML file")

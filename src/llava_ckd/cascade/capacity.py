@@ -31,13 +31,18 @@ from llava_ckd.models.presets import preset_config
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-def safetensors_parameters(file: Path) -> int:
-    """Parameters in a safetensors file, read from its header alone."""
+def safetensors_parameters(file: Path, part: str = "") -> int:
+    """Parameters in a safetensors file (those whose names contain `part`), read from its header alone."""
     with open(file, "rb") as stream:
         (header_size,) = struct.unpack("<Q", stream.read(8))
         header = json.loads(stream.read(header_size))
-    shapes = [entry["shape"] for name, entry in header.items() if name != "__metadata__"]
+    shapes = [entry["shape"] for name, entry in header.items() if name != "__metadata__" and part in name]
     return sum(int(torch.Size(shape).numel()) for shape in shapes)
+
+
+def llm_parameters(folder: Path) -> int:
+    """Parameters of the language model of a saved single-file VLM (LLaVA's `language_model`)."""
+    return safetensors_parameters(Path(folder) / "model.safetensors", "language_model")
 
 
 def meta_parameters(build: Callable[[], torch.nn.Module]) -> int:

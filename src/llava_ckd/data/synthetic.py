@@ -41,6 +41,11 @@ as the scenes allow (0-2 are the common counts). Majority-answer rates on the de
 count 0.28 ("1"), existence 0.50, position 0.17; overall 0.28. A blind model that knows each
 question's form and answers that form's majority answer scores 0.35.
 
+Variants: ``max_objects`` caps the objects per scene and ``forms`` restricts the questions to some forms (the
+categories left are balanced as above). The study's setting is ``max_objects=3`` with ``colour_of_shape``,
+``shape_of_colour``, ``count_all``, ``count_colour``, ``count_shape`` and ``colour_and_shape``: questions that
+need the image, without the relations that none of the CPU-sized models learned.
+
 Training data: ``captions.json`` pairs each image with a short description in reading order
 naming each object's quadrant ("a red circle at the top left, a blue square at the bottom
 right."), for projector pretraining; ``train.json`` holds multi-turn conversations (``turns`` questions about one

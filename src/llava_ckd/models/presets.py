@@ -1,8 +1,8 @@
 """Tiny model presets, random init from configs alone, for the tests and the CPU demo.
 
-`tiny-student`, `tiny-ta`, `tiny-teacher` and the `ladder-*` sizes share one vision tower shape (CLIP ViT on 32 px images,
-patch 8: one image token per cell of the synthetic benchmark's 4x4 grid) and differ only in the size
-of their Qwen2 language model, so capacity is what separates them. `tiny-qwen2-siglip` mirrors the
+`tiny-student`, `tiny-ta`, `tiny-teacher` and the `ladder-*` sizes share one vision tower shape (CLIP ViT
+on 32 px images, patch 8: one image token per cell of the synthetic benchmark's 4x4 grid) and differ only
+in the size of their Qwen2 language model, so capacity is what separates them. `tiny-qwen2-siglip` mirrors the
 paper's architecture (SigLIP vision tower without CLS token, Qwen2 LLM, 2-layer GELU projector,
 vision feature layer -2) at toy width.
 """

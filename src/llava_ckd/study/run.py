@@ -57,8 +57,8 @@ def teacher_tasks(jobs: list[Job], cascades: dict[Path, Cascade]) -> list[Task]:
             key = tuple(node.hash for node in stages)
             if stages and key not in tasks:
                 steps = sum(node.job.max_steps or 0 for node in stages if hasattr(node.job, "max_steps"))
-                tasks[key] = (steps * cascade.capacities[name], Task(f"teacher-{name}-set-{job.variant.teacher_set}", job.recipe,
-                                          f"teacher-{name}"))
+                task = Task(f"teacher-{name}-set-{job.variant.teacher_set}", job.recipe, f"teacher-{name}")
+                tasks[key] = (steps * cascade.capacities[name], task)
     return [task for _, task in sorted(tasks.values(), key=lambda entry: -entry[0])]
 
 
@@ -99,12 +99,14 @@ def run_task(task: Task, logs: Path) -> tuple[str, float]:
 
 
 def run_study(recipe_path: Path, seeds: list[int], teacher_sets: int = 1, workers: int = 2,
-              out: Path | None = None) -> Path:
-    """Run the study of `recipe_path` and write OUT/summary.json, summary.md and the plots; returns OUT."""
+              out: Path | None = None, layouts: bool = True) -> Path:
+    """Run the study of `recipe_path` and write OUT/summary.json, summary.md and the plots; returns OUT.
+
+    `layouts`: also the paper's per-Teacher budget and the continued schedule for bottom-up."""
     recipe_path = Path(recipe_path)
     recipe = load_recipe(recipe_path)
     root = Path(out) if out else recipe.output
-    jobs = write_jobs(read_yaml(recipe_path), recipe, seeds, teacher_sets, root)
+    jobs = write_jobs(read_yaml(recipe_path), recipe, seeds, teacher_sets, root, layouts)
     cascades = {job.recipe: plan_cascade(job.recipe) for job in jobs}   # every recipe checked before training
     tasks = teacher_tasks(jobs, cascades) + cascade_tasks(jobs)
     threads = max(1, (os.cpu_count() or 1) // workers)

@@ -8,13 +8,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_ckd.cascade.capacity import llm_parameters
 from llava_ckd.cascade.expand import Cascade, Node
 from llava_ckd.cascade.plans import STUDENT
 from llava_ckd.cascade.recipe import Recipe
 from llava_ckd.config import StageConfig
 from llava_ckd.data.synthetic import majority_baseline
 from llava_ckd.eval.run import evaluate
-from llava_ckd.report import llm_parameters
 from llava_ckd.study.plots import plot_gap_curve, plot_plans
 from llava_ckd.study.stats import describe, paired
 from llava_ckd.study.variants import CHAIN, CONTINUED, PER_TEACHER, Job
@@ -34,10 +34,19 @@ class Row:
     categories: dict[int, dict[str, float]]
 
 
+def own_stages(cascade: Cascade, model: str) -> list[Node]:
+    return [node for node in cascade.stages
+            if node.model == model and not node.distilled and isinstance(node.job, StageConfig)]
+
+
+def trains_itself(cascade: Cascade, model: str) -> bool:
+    """False for a ready checkpoint."""
+    return bool(own_stages(cascade, model))
+
+
 def own_training(cascade: Cascade, model: str) -> Node:
     """The last stage a model trains on its own (a Teacher's or the Student's SFT)."""
-    return [node for node in cascade.stages
-            if node.model == model and not node.distilled and isinstance(node.job, StageConfig)][-1]
+    return own_stages(cascade, model)[-1]
 
 
 def student_steps(cascade: Cascade, plan: str) -> int:
@@ -76,14 +85,12 @@ def collect_rows(jobs: list[Job], cascades: dict[Path, Cascade]) -> list[Row]:
     return list(rows.values())
 
 
-def evaluated(node: Node | Path, recipe: Recipe, split: str, name: str | None = None) -> dict:
-    """The benchmark result of a stage's model (or of a checkpoint folder) on test or val, computed once."""
+def evaluated(model: Path, folder: Path, recipe: Recipe, split: str) -> dict:
+    """The benchmark result of the model in `model` on test or val, answers and result kept in `folder`."""
     evaluation = recipe.evaluation
     data = evaluation.data if split == "test" else evaluation.val
-    model = node.output if isinstance(node, Node) else node
-    folder = (node.directory if isinstance(node, Node) else node.parent) / "eval"
     suffix = "" if split == "test" else f"-{split}"
-    return evaluate(model, evaluation.benchmark, data, folder / f"{evaluation.benchmark}{suffix}{name or ''}",
+    return evaluate(model, evaluation.benchmark, data, folder / f"{evaluation.benchmark}{suffix}",
                     evaluation.batch_size)
 
 
@@ -100,29 +107,31 @@ def plateau(node: Node, recipe: Recipe) -> dict | None:
                 "why": f"no checkpoint at or before step {PLATEAU_FRACTION * steps:.0f}: set save_steps to a "
                        "quarter of max_steps (and keep save_total_limit >= 2)"}
     step, path = earlier[-1]
-    before = evaluated(path, recipe, "val", f"-{path.name}")["accuracy"]
-    after = evaluated(node, recipe, "val")["accuracy"]
+    before = evaluated(path, node.directory / "eval" / path.name, recipe, "val")["accuracy"]
+    after = evaluated(node.output, node.directory / "eval", recipe, "val")["accuracy"]
     return {"steps": steps, "measured": True, "val_at_step": step, "val_before": before, "val_final": after,
             "moved": after - before}
 
 
-def teacher_entries(recipe: Recipe, chain_cascade: Cascade, jobs: list[Job],
-                    cascades: dict[Path, Cascade]) -> list[dict]:
-    entries = []
-    for name in recipe.chain:
-        node = own_training(chain_cascade, f"teacher-{name}")
-        result = evaluated(node, recipe, "test")
-        entries.append({"name": name, "teacher_set": 0, "llm_parameters": llm_parameters(node.output),
-                        "test_accuracy": result["accuracy"], "test_categories": result.get("categories", {}),
-                        "plateau": plateau(node, recipe)})
-    for job in jobs:
-        if job.variant.teacher_set and job.seed == jobs[0].seed:
-            name = job.variant.chain[0]
-            node = own_training(cascades[job.recipe], f"teacher-{name}")
-            result = evaluated(node, recipe, "test")
-            entries.append({"name": name, "teacher_set": job.variant.teacher_set,
-                            "llm_parameters": llm_parameters(node.output), "test_accuracy": result["accuracy"],
-                            "test_categories": result.get("categories", {}), "plateau": None})
+def teacher_entry(recipe: Recipe, cascade: Cascade, name: str, teacher_set: int, root: Path) -> dict:
+    """A Teacher's size and test accuracy, and for one trained here, whether its training reached a plateau."""
+    label = f"teacher-{name}"
+    if trains_itself(cascade, label):
+        node = own_training(cascade, label)
+        reached = None if teacher_set else plateau(node, recipe)
+        model, folder = node.output, node.directory / "eval"
+    else:  # a ready checkpoint
+        model, folder, reached = Path(recipe.teacher(name).model.path), root / "eval" / label, None
+    result = evaluated(model, folder, recipe, "test")
+    return {"name": name, "teacher_set": teacher_set, "llm_parameters": llm_parameters(model),
+            "test_accuracy": result["accuracy"], "test_categories": result.get("categories", {}), "plateau": reached}
+
+
+def teacher_entries(recipe: Recipe, chain_cascade: Cascade, jobs: list[Job], cascades: dict[Path, Cascade],
+                    root: Path) -> list[dict]:
+    entries = [teacher_entry(recipe, chain_cascade, name, 0, root) for name in recipe.chain]
+    entries += [teacher_entry(recipe, cascades[job.recipe], job.variant.chain[0], job.variant.teacher_set, root)
+                for job in jobs if job.variant.teacher_set and job.seed == jobs[0].seed]
     return entries
 
 
@@ -133,7 +142,7 @@ def student_entry(recipe: Recipe, jobs: list[Job], cascades: dict[Path, Cascade]
     for job in jobs:
         if job.variant.name == CHAIN:
             node = own_training(cascades[job.recipe], STUDENT)
-            result = evaluated(node, recipe, "test")
+            result = evaluated(node.output, node.directory / "eval", recipe, "test")
             per_seed[job.seed] = {"accuracy": result["accuracy"], "categories": result.get("categories", {})}
     accuracy = [entry["accuracy"] for entry in per_seed.values()]
     colour = [entry["categories"]["colour"] for entry in per_seed.values() if "colour" in entry["categories"]]
@@ -165,7 +174,7 @@ def write_summary(root: Path, recipe: Recipe, jobs: list[Job], cascades: dict[Pa
     rows = collect_rows(jobs, cascades)
     chain_rows = {row.plan: row for row in rows if row.variant == CHAIN}
     baselines = {plan: chain_rows[plan] for plan in ("none", "direct") if plan in chain_rows}
-    teachers = teacher_entries(recipe, cascades[chain_jobs[0].recipe], jobs, cascades)
+    teachers = teacher_entries(recipe, cascades[chain_jobs[0].recipe], jobs, cascades, root)
     student = student_entry(recipe, jobs, cascades)
     parameters = {entry["name"]: entry["llm_parameters"] for entry in teachers if not entry["teacher_set"]}
     row_entries = [row_entry(row, baselines) for row in rows]

@@ -55,14 +55,14 @@ def teacher_set_name(teacher: str, teacher_set: int) -> str:
     return f"{direct_name(teacher)}-teachers-{teacher_set}"
 
 
-def variants(recipe: Recipe, teacher_sets: int) -> list[Variant]:
+def variants(recipe: Recipe, teacher_sets: int, layouts: bool = True) -> list[Variant]:
     chain = recipe.chain
     found = [Variant(CHAIN, chain, tuple(recipe.plans), {})]
     found += [Variant(direct_name(teacher), chain[: index + 1], ("direct",), {})
               for index, teacher in enumerate(chain[:-1])]
     distilling = [stage for stage in recipe.stages if stage.kind == "distill"]
     splits_budget = distilling and all(stage.budget == "per-plan" for stage in distilling)
-    if "bottom-up" in recipe.plans and len(chain) > 1 and splits_budget:
+    if layouts and "bottom-up" in recipe.plans and len(chain) > 1 and splits_budget:
         found.append(Variant(PER_TEACHER, chain, ("bottom-up",), {"budget": "per-teacher", "chain_schedule": "fresh"}))
         if all(stage.chain_schedule in (None, "fresh") for stage in distilling):
             found.append(Variant(CONTINUED, chain, ("bottom-up",), {"chain_schedule": "continued"}))
@@ -92,10 +92,11 @@ def derived_recipe(raw: dict, recipe: Recipe, variant: Variant, seed: int, outpu
     return derived
 
 
-def write_jobs(raw: dict, recipe: Recipe, seeds: list[int], teacher_sets: int, root: Path) -> list[Job]:
+def write_jobs(raw: dict, recipe: Recipe, seeds: list[int], teacher_sets: int, root: Path,
+               layouts: bool = True) -> list[Job]:
     """Every (variant, seed) cascade of the study, its recipe written under `root/recipes/`."""
     jobs = []
-    for variant in variants(recipe, teacher_sets):
+    for variant in variants(recipe, teacher_sets, layouts):
         for seed in seeds:
             output = root / "cascades" / variant.name / f"seed-{seed}"
             path = root / "recipes" / f"{variant.name}-seed-{seed}.yaml"
