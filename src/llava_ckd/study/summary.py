@@ -4,8 +4,10 @@ capacity-gap curve; written as summary.json, summary.md, gap.png and plans.png."
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from llava_ckd.cascade.capacity import llm_parameters
@@ -191,11 +193,52 @@ def write_summary(root: Path, recipe: Recipe, jobs: list[Job], cascades: dict[Pa
         "gap_curve": sorted(gap, key=lambda point: point["capacity_ratio"]),
         "stage_wall_seconds": stage_seconds(jobs, cascades), "study_wall_seconds": wall_seconds,
     }
+    summary["testbed_checks"] = check_testbed(summary)
     (root / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=False) + "\n")
     (root / "summary.md").write_text(summary_markdown(summary))
     plot_gap_curve(root / "gap.png", summary)
     plot_plans(root / "plans.png", summary)
     return root
+
+
+def check_testbed(summary: dict) -> list[dict]:
+    """Whether the setting can answer the question: Teachers apart in size and accuracy and trained to a plateau,
+    a Student that reads the image with room below the largest Teacher, and plain KD that measurably helps."""
+    checks = []
+
+    def check(name: str, value: float, target: str, met: bool) -> None:
+        checks.append({"check": name, "value": value, "target": target, "met": bool(met)})
+
+    teachers = [entry for entry in summary["teachers"] if not entry["teacher_set"]]
+    for smaller, larger in pairwise(teachers):
+        ratio = larger["llm_parameters"] / smaller["llm_parameters"]
+        check(f"LLM parameters {larger['name']} / {smaller['name']}", ratio, ">= 4", ratio >= 4)
+        gain = larger["test_accuracy"] - smaller["test_accuracy"]
+        check(f"test accuracy {larger['name']} - {smaller['name']}", gain, ">= 3 points", gain >= 3)
+    largest = teachers[-1]
+    check(f"test accuracy of {largest['name']}", largest["test_accuracy"], ">= 85", largest["test_accuracy"] >= 85)
+    for entry in teachers:
+        if entry["plateau"] and entry["plateau"]["measured"]:
+            moved = entry["plateau"]["moved"]
+            check(f"val change of {entry['name']} over its last quarter", moved, "< 1 point", abs(moved) < 1)
+    student = summary["student"]
+    if student["sft_colour"]:
+        colour = student["sft_colour"]["mean"]
+        check("Student colour accuracy after SFT", colour, ">= 50", colour >= 50)
+    overall = student["sft_accuracy"]["mean"]
+    blind = summary["benchmark"]["blind"]
+    if blind:
+        above = overall - 100 * blind["majority_by_template"]["overall"]
+        check("Student after SFT - template-aware blind guesser", above, ">= 10 points", above >= 10)
+    room = largest["test_accuracy"] - overall
+    check(f"{largest['name']} - Student after SFT", room, ">= 10 points", room >= 10)
+    smallest = next((row for row in summary["rows"] if row["plan"] == "direct" and not row["teacher_set"]
+                     and row["teacher"] == teachers[0]["name"]), None)
+    if smallest and smallest.get("vs_none", {}).get("n", 0) > 1:
+        gain, se = smallest["vs_none"]["mean"], smallest["vs_none"]["se"]
+        check(f"{smallest['label']} - none, in standard errors", gain / se if se else math.inf, "> 2",
+              gain > 2 * se)
+    return checks
 
 
 def stage_seconds(jobs: list[Job], cascades: dict[Path, Cascade]) -> float:
@@ -247,6 +290,9 @@ def summary_markdown(summary: dict) -> str:
     for point in summary["gap_curve"]:
         lines.append(f"| {point['teacher']} | {point['capacity_ratio']:.1f} | {_difference(point['gain_vs_none'])} | "
                      f"{_interval(point['gain_vs_none'])} |")
+    lines += ["", "| testbed check | value | target | met |", "| --- | ---: | --- | --- |"]
+    lines += [f"| {entry['check']} | {entry['value']:.2f} | {entry['target']} | {'yes' if entry['met'] else 'no'} |"
+              for entry in summary["testbed_checks"]]
     lines += ["", f"Wall time: {summary['stage_wall_seconds'] / 60:.0f} min of stages; this run of the study "
                   f"{summary['study_wall_seconds'] / 60:.0f} min.", ""]
     return "\n".join(lines)
