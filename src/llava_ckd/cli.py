@@ -93,6 +93,8 @@ def _score(args: argparse.Namespace) -> None:
     from llava_ckd.eval.files import EvalDataError
     from llava_ckd.eval.registry import UnknownBenchmarkError, get_benchmark
 
+    if args.json:  # a failed score must not leave an earlier result behind
+        Path(args.json).unlink(missing_ok=True)
     try:
         benchmark = get_benchmark(args.benchmark)
         result = benchmark.score(Path(args.data), read_answers(Path(args.answers)))
@@ -104,11 +106,18 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from llava_ckd.eval.registry import get_benchmark
+    from llava_ckd.eval.files import EvalDataError
+    from llava_ckd.eval.registry import UnknownBenchmarkError, get_benchmark
     from llava_ckd.eval.run import evaluate
 
+    if args.batch_size < 1:
+        sys.exit(f"error: --batch-size must be at least 1, got {args.batch_size}")
     out = Path(args.out) if args.out else Path(args.model) / "eval" / args.benchmark
-    result = evaluate(Path(args.model), args.benchmark, Path(args.data), out, args.batch_size)
+    try:
+        result = evaluate(Path(args.model), args.benchmark, Path(args.data), out, args.batch_size,
+                          restart=args.restart)
+    except (EvalDataError, UnknownBenchmarkError) as err:
+        sys.exit(f"error: {err}")
     print(get_benchmark(args.benchmark).render(result))
     print(f"answers and result.json in {out}")
 
@@ -206,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--benchmark", required=True, help="benchmark name (see `score`)")
     evaluate.add_argument("--data", required=True, help="the benchmark's folder")
     evaluate.add_argument("--out", help="output folder (default MODEL/eval/BENCHMARK)")
-    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--batch-size", type=int, default=16, help="questions answered at once (at least 1)")
+    evaluate.add_argument("--restart", action="store_true",
+                          help="delete the answers already in the output folder and answer anew (needed when "
+                               "they came from another model, benchmark or data)")
     evaluate.set_defaults(handler=_eval)
 
     convert = commands.add_parser("convert", help="write the submission file of a server-scored benchmark")

@@ -12,10 +12,16 @@ from llava_ckd.distill.divergences import (
     reverse_kl,
     skew_forward_kl,
     skew_reverse_kl,
+    tv,
 )
 
 STUDENT_LOGITS = [[0.0, 1.0, 2.0], [1.5, -0.5, 0.25]]
 TEACHER_LOGITS = [[2.0, 0.5, -1.0], [1.0, 1.0, -2.0]]
+KL_TYPE = sorted(set(DIVERGENCES) - {"tv"})  # multiplied by τ²; TV is not
+
+
+def temperature_factor(name, temperature):
+    return 1.0 if name == "tv" else temperature**2
 
 
 def softmax(logits, temperature):
@@ -57,7 +63,7 @@ def test_registry_holds_the_six_divergences():
 def test_matches_hand_computed_values(name, temperature):
     spec = DivergenceSpec(name=name, temperature=temperature, beta=0.3, alpha=0.2)
     expected = [
-        temperature**2 * by_hand(name, softmax(s, temperature), softmax(t, temperature))
+        temperature_factor(name, temperature) * by_hand(name, softmax(s, temperature), softmax(t, temperature))
         for s, t in zip(STUDENT_LOGITS, TEACHER_LOGITS, strict=True)
     ]
     actual = spec(torch.tensor(STUDENT_LOGITS), torch.tensor(TEACHER_LOGITS))
@@ -79,12 +85,30 @@ def test_positive_when_distributions_differ(name):
     assert (loss > 1e-3).all()
 
 
-@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+@pytest.mark.parametrize("name", KL_TYPE)
 def test_temperature_divides_logits_and_scales_loss_by_its_square(name):
     student, teacher, tau = random_logits(seed=1), random_logits(seed=2), 3.0
     tempered = DivergenceSpec(name=name, temperature=tau)(student, teacher)
     plain = DivergenceSpec(name=name)(student / tau, teacher / tau)
     torch.testing.assert_close(tempered, tau**2 * plain, rtol=1e-5, atol=1e-7)
+
+
+def test_tv_at_temperature_4_is_the_plain_tv_of_the_softened_distributions_within_0_and_1():
+    student, teacher, tau = random_logits(seed=3) * 5, random_logits(seed=4) * 5, 4.0
+    tempered = tv(student, teacher, temperature=tau)
+    assert ((tempered >= 0) & (tempered <= 1)).all()
+    by_hand_values = [
+        0.5 * sum(abs(t - s) for s, t in zip(softmax(s_row, tau), softmax(t_row, tau), strict=True))
+        for s_row, t_row in zip(student.tolist(), teacher.tolist(), strict=True)
+    ]
+    torch.testing.assert_close(tempered, torch.tensor(by_hand_values), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(DivergenceSpec(name="tv", temperature=tau)(student, teacher), tempered)
+    # opposite one-hot-like distributions: TV near its maximum 1, and never above it whatever τ
+    far_student, far_teacher = torch.tensor([[40.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 40.0]])
+    assert 0.9 < tv(far_student, far_teacher, temperature=tau).item() <= 1.0
+    # the KLs keep their τ² factor
+    plain_kl = forward_kl(student / tau, teacher / tau)
+    torch.testing.assert_close(forward_kl(student, teacher, temperature=tau), tau**2 * plain_kl, rtol=1e-5, atol=1e-7)
 
 
 def test_jsd_small_beta_is_forward_kl_up_to_the_factor_beta():

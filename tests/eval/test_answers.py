@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from llava_ckd.eval.answers import answer_record, answer_texts, read_answers, write_answers
-from llava_ckd.eval.files import EvalDataError
+from llava_ckd.eval.files import EvalDataError, read_json, read_jsonl
 from llava_ckd.eval.questions import EvalQuestion
 
 
@@ -66,3 +66,21 @@ def test_shared_ids_are_told_apart_by_prompt():
     assert answer_texts(questions, answers) == ["yes", "no"]
     with pytest.raises(EvalDataError, match="need a `prompt`"):
         answer_texts(questions, [{"question_id": "img.png", "text": "yes"}])
+
+
+def test_invalid_utf8_byte_names_file_and_line(tmp_path: Path):
+    path = tmp_path / "answers.jsonl"
+    path.write_bytes(b'{"question_id": 1, "text": "a"}\n\n{"question_id": 2, "text": "caf\xe9"}\n')
+    with pytest.raises(EvalDataError, match=r"answers\.jsonl:3: not valid UTF-8"):
+        read_answers(path)
+
+
+def test_jsonl_and_json_readers_name_file_and_line_of_an_invalid_byte(tmp_path: Path):
+    jsonl = tmp_path / "questions.jsonl"
+    jsonl.write_bytes(b'{"question_id": 1}\n{"question_id": 2, "text": "\xff"}\n')
+    with pytest.raises(EvalDataError, match=r"questions\.jsonl:2: not valid UTF-8"):
+        read_jsonl(jsonl, "question file")
+    whole = tmp_path / "annotations.json"
+    whole.write_bytes(b'{"data": [\n  {"answers": ["ok"]},\n  {"answers": ["\xc3("]}\n]}\n')
+    with pytest.raises(EvalDataError, match=r"annotations\.json:3: not valid UTF-8"):
+        read_json(whole, "annotations")

@@ -107,3 +107,20 @@ def test_submission_table_has_prediction_as_seventh_column(mmbench_dir: Path):
 def test_single_tsv_required(tmp_path: Path):
     with pytest.raises(EvalDataError, match="exactly one MMBench .tsv, found 0"):
         MMBENCH.questions(tmp_path)
+
+
+@pytest.mark.parametrize("benchmark", [MMBENCH, MMBENCH_CN], ids=lambda b: b.name)
+def test_upload_sheet_without_category_is_scored_with_unknown_category(mmbench_dir: Path, tmp_path: Path, benchmark):
+    """LLaVA's upload sheet drops hint, category and image: it can still be scored, under category "unknown"."""
+    answers = _answers({0: "A", 1000000: "C. red", 2000000: "The answer is (B)", 1: "A", 1000001: "A"})
+    header, rows = benchmark.submission_table(mmbench_dir, answers)
+    assert "category" not in header
+    sheet_dir = tmp_path / "sheet"
+    sheet_dir.mkdir()
+    with (sheet_dir / "upload.tsv").open("w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(header)
+        writer.writerows(rows)
+    result = benchmark.score(sheet_dir, answers)
+    assert result == {"circular_accuracy": 50.0, "categories": {"unknown": 50.0}}
+    assert "unknown" in benchmark.render(result)

@@ -168,3 +168,39 @@ def test_vqav2_submission_lists_every_test_question(vqav2_dir: Path):
 def test_vqav2_needs_the_test2015_list(tmp_path: Path):
     with pytest.raises(EvalDataError, match="llava_vqav2_mscoco_test2015.jsonl"):
         VQAV2.submission(tmp_path, VQAV2_ANSWERS)
+
+
+def test_textvqa_annotation_without_answers_is_named(tmp_path: Path):
+    """mmf's TextVQA scorer asserts 10 human answers per question, so an empty list is an error, not a skip."""
+    prompts = ["What brand?\nReference OCR token: DAKOTA", "What shoe?\nReference OCR token: NIKE"]
+    _llava_questions(tmp_path, [("img1", "img1.jpg", prompts[0]), ("img2", "img2.jpg", prompts[1])])
+    annotations = [
+        {"image_id": "img1", "question": "What Brand?", "answers": ["dakota"] * 10},
+        {"image_id": "img2", "question": "what shoe?", "answers": []},
+    ]
+    (tmp_path / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": annotations}))
+    answers = _answers([("img1", prompts[0], "Dakota"), ("img2", prompts[1], "Nike")])
+    named = r"TextVQA annotation of question img2 \('what shoe\?'\) has no human answers"
+    with pytest.raises(EvalDataError, match=named):
+        TEXTVQA.score(tmp_path, answers)
+
+
+def test_vizwiz_annotation_without_answers_is_named(tmp_path: Path):
+    _llava_questions(tmp_path, [(0, "VizWiz_val_0.jpg", "What?"), (7, "VizWiz_val_7.jpg", "Colour?")])
+    annotations = [
+        {"image": "VizWiz_val_0.jpg", "answers": [{"answer": "red"}] * 10, "answer_type": "other"},
+        {"image": "VizWiz_val_7.jpg", "answers": [], "answer_type": "other"},
+    ]
+    (tmp_path / "val.json").write_text(json.dumps(annotations))
+    named = r"VizWiz annotation of question 7 \(VizWiz_val_7\.jpg\) has no human answers"
+    with pytest.raises(EvalDataError, match=named):
+        VIZWIZ.score(tmp_path, _answers([(0, "What?", "red"), (7, "Colour?", "white")]))
+
+
+def test_vqav2_annotation_without_answers_is_named(vqav2_dir: Path):
+    path = vqav2_dir / "v2_mscoco_val2014_annotations.json"
+    annotations = json.loads(path.read_text())
+    annotations["annotations"][1]["answers"] = []
+    path.write_text(json.dumps(annotations))
+    with pytest.raises(EvalDataError, match=r"VQAv2 annotation of question 2 has no human answers"):
+        VQAV2.score(vqav2_dir, VQAV2_ANSWERS)

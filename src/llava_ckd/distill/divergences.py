@@ -1,9 +1,14 @@
 """Per-token divergences between Student and Teacher next-token distributions.
 
 Every divergence takes logits ``[..., V]`` of both models and returns the loss per token
-``[...]``, computed in float32 (or wider). The temperature τ divides both logits and multiplies the loss by
-τ² (Hinton et al.), so gradient magnitudes stay comparable across temperatures. ``p_T`` is the
-Teacher's distribution, ``p_S`` the Student's.
+``[...]``, computed in float32 (or wider). ``p_T`` is the Teacher's distribution, ``p_S`` the Student's.
+
+The temperature τ divides both logits (softening both distributions). How the loss is then scaled:
+- the KL family (``forward_kl``, ``reverse_kl``, ``jsd``, ``skew_forward_kl``, ``skew_reverse_kl``) is
+  multiplied by τ² (Hinton et al.): their gradients shrink as 1/τ², so gradient magnitudes stay
+  comparable across temperatures;
+- ``tv`` is not scaled: it is the plain total variation of the softened distributions, so it stays in
+  [0, 1] at every τ (times τ², it would grow with τ up to τ²).
 """
 
 from __future__ import annotations
@@ -73,9 +78,9 @@ def jsd(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 
 
 
 def tv(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0) -> Tensor:
-    """Total variation distance 0.5·Σ|p_T − p_S|."""
+    """Total variation distance 0.5·Σ|p_T − p_S| of the τ-softened distributions, in [0, 1] (no τ² factor)."""
     student, teacher = _log_probs(student_logits, teacher_logits, temperature)
-    return temperature**2 * 0.5 * (teacher.exp() - student.exp()).abs().sum(dim=-1)
+    return 0.5 * (teacher.exp() - student.exp()).abs().sum(dim=-1)
 
 
 def skew_forward_kl(

@@ -3,7 +3,9 @@
 data_dir holds exactly one `.tsv`: MMBench's dev file (`index, question, hint, A..D, answer, category,
 image, ...`; `image` is base64, or a row index for copies that share that row's image). Circular
 evaluation needs the rotated copies in the TSV: row index + k·10⁶ is copy k of question index.
-`questions` decodes the images into `data_dir/images/<index>.<ext>`.
+`questions` decodes the images into `data_dir/images/<index>.<ext>`. Scoring needs only `index`,
+`question`, `A..D` and `answer`, so LLaVA's upload sheet (no hint, category or image) scores too; a
+question without a category (no such column, or an empty cell) is reported under "unknown".
 
 Prompt (LLaVA's `model_vqa_mmbench.py --single-pred-prompt`): `hint + "\\n" + question` (hint only
 when present), `"\\nA. opt"` for the options up to the first empty one, then the multiple-choice
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError
+from llava_ckd.eval.files import EvalDataError, read_text
 from llava_ckd.eval.questions import MULTIPLE_CHOICE_SUFFIX, MULTIPLE_CHOICE_SUFFIX_CN, EvalQuestion
 from llava_ckd.eval.report import render_scores
 
@@ -41,6 +44,7 @@ IMAGE_REFERENCE_MAX_LENGTH = 64
 CSV_FIELD_LIMIT = 2**31 - 1
 SUBMISSION_DROPPED_COLUMNS = ("hint", "category", "source", "image", "comment", "l2-category")
 SUBMISSION_PREDICTION_POSITION = 6
+UNKNOWN_CATEGORY = "unknown"
 
 
 def is_missing(value: str | None) -> bool:
@@ -81,10 +85,15 @@ def read_tsv(data_dir: Path) -> tuple[list[str], list[dict]]:
     if len(found) != 1:
         raise EvalDataError(f"{data_dir}: expected exactly one MMBench .tsv, found {len(found)}")
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    with found[0].open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(read_text(found[0], "MMBench .tsv"), newline=""), delimiter="\t")
+    rows = list(reader)
     return list(reader.fieldnames or []), rows
+
+
+def category_of(row: dict) -> str:
+    """The row's category; "unknown" without one (LLaVA's upload sheet has no category column)."""
+    category = row.get("category")
+    return UNKNOWN_CATEGORY if is_missing(category) else category
 
 
 def _image_suffix(data: bytes) -> str:
@@ -140,7 +149,7 @@ class MMBench:
         for row, text in zip(rows, self._texts(rows, answers), strict=True):
             group = int(row["index"]) % COPY_STRIDE
             groups[group].append(extract_letter(text, options_of(row)) == row["answer"])
-            group_category.setdefault(group, row["category"])
+            group_category.setdefault(group, category_of(row))
         per_category: dict[str, list[bool]] = defaultdict(list)
         for group, copies in groups.items():
             per_category[group_category[group]].append(all(copies))

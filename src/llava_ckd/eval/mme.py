@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, require_file
+from llava_ckd.eval.files import EvalDataError, read_text
 from llava_ckd.eval.questions import SHORT_ANSWER_SUFFIX, EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import format_table
 
@@ -47,7 +47,7 @@ def parse_yes_no(text: str) -> str:
 def read_ground_truth(path: Path) -> dict[tuple[str, str], str]:
     """(image, question) -> "yes"/"no" from one MME eval-tool file."""
     truth = {}
-    for line_number, line in enumerate(require_file(path, "MME ground truth").read_text("utf-8").splitlines(), 1):
+    for line_number, line in enumerate(read_text(path, "MME ground truth").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.strip().split("\t")

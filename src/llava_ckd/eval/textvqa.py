@@ -10,7 +10,9 @@ data_dir:
 
 Scoring (LLaVA's `eval_textvqa.py` with mmf's `TextVQAAccuracyEvaluator`): each answer finds its
 annotation by (image id, the prompt's question line lowercased); prediction and the 10 human
-answers go through `evalai_process`; the score is the VQA accuracy, in percent.
+answers go through `evalai_process`; the score is the VQA accuracy, in percent. An annotation with no
+human answers is an error naming the question, as in the official scorer (mmf asserts 10 answers); it
+is not skipped.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class TextVqa:
             key = (question.question_id, question_from_prompt(question.prompt))
             if key not in human_answers:
                 raise EvalDataError(f"no TextVQA annotation for image {key[0]}, question {key[1]!r}")
+            if not human_answers[key]:
+                raise EvalDataError(f"{data_dir / ANNOTATIONS}: the TextVQA annotation of question {key[0]} "
+                                    f"({key[1]!r}) has no human answers; the official scorer needs 10")
             scores.append(textvqa_accuracy(text, human_answers[key]))
         return accuracy_summary(scores)
 

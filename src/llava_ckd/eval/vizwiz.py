@@ -10,6 +10,8 @@ data_dir:
 `submission` is LLaVA's `convert_vizwiz_for_submission.py`: `[{"image", "answer"}]` for every
 question, answers through `evalai_process`. Scoring runs the VizWiz server's rule on that answer
 (`vizwiz_accuracy`: prediction normalised, human answers verbatim), in percent, per answer type too.
+An annotation with no human answers is an error naming the question, as the official scorer (which
+divides by their number) fails on it too; it is not skipped.
 """
 
 from __future__ import annotations
@@ -45,11 +47,17 @@ class VizWiz:
         by_image = {a["image"]: a for a in annotations}
         scores: list[float] = []
         answer_types: list[str] = []
-        for entry in self.submission(data_dir, answers):
-            if entry["image"] not in by_image:
-                raise EvalDataError(f"no VizWiz annotation for image {entry['image']}")
-            annotation = by_image[entry["image"]]
-            scores.append(vizwiz_accuracy(entry["answer"], [a["answer"] for a in annotation["answers"]]))
+        questions = self.questions(data_dir)
+        for question, text in zip(questions, answer_texts(questions, answers), strict=True):
+            image = question.image.name
+            if image not in by_image:
+                raise EvalDataError(f"no VizWiz annotation for image {image}")
+            annotation = by_image[image]
+            human_answers = [a["answer"] for a in annotation["answers"]]
+            if not human_answers:
+                raise EvalDataError(f"{data_dir / ANNOTATIONS}: the VizWiz annotation of question "
+                                    f"{question.question_id} ({image}) has no human answers")
+            scores.append(vizwiz_accuracy(evalai_process(text), human_answers))  # the answer as submitted
             answer_types.append(annotation["answer_type"])
         return accuracy_summary(scores, answer_types=answer_types)
 

@@ -92,7 +92,13 @@ def evalai_process(text: str) -> str:
 
 
 def vqa_soft_score(prediction: str, human_answers: list[str]) -> float:
-    """Mean over the human answers of min(1, matches among the *other* answers / 3), compared verbatim."""
+    """Mean over the human answers of min(1, matches among the *other* answers / 3), compared verbatim.
+
+    Needs at least one human answer: the official scorers fail without (mmf asserts 10, `vqaEval.py`
+    divides by their number), so the scorers here raise naming the question instead of skipping it.
+    """
+    if not human_answers:
+        raise ValueError("the VQA accuracy needs at least one human answer")
     matches = sum(answer == prediction for answer in human_answers)
     per_held_out = [
         min(1.0, (matches - (answer == prediction)) / HUMAN_MATCHES_FOR_FULL_CREDIT)

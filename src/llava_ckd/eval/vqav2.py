@@ -10,7 +10,8 @@ data_dir:
 `submission` is LLaVA's `convert_vqav2_for_submission.py`: `[{"question_id", "answer"}]` for every
 test2015 question, answers through `evalai_process`, `""` where a question has no answer. Scoring runs
 the official `vqaEval.py` rule (`vqav2_accuracy`) on those same processed answers, in percent, also
-per answer type.
+per answer type. An annotation with no human answers is an error naming the question, as `vqaEval.py`
+(which divides by their number) fails on it too; it is not skipped.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class Vqav2:
             if annotation is None:
                 raise EvalDataError(f"no VQAv2 annotation for question {question.question_id}")
             human_answers = [a["answer"] for a in annotation["answers"]]
+            if not human_answers:
+                raise EvalDataError(f"{data_dir / ANNOTATIONS}: the VQAv2 annotation of question "
+                                    f"{question.question_id} has no human answers")
             scores.append(vqav2_accuracy(evalai_process(text), human_answers))
             answer_types.append(annotation["answer_type"])
         return accuracy_summary(scores, answer_types=answer_types)
