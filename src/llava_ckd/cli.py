@@ -1,4 +1,8 @@
-"""The `llava-ckd` command: one entry point, one subcommand per job."""
+"""The `llava-ckd` command: one entry point, one subcommand per job.
+
+A user error (a config, data, model or benchmark file that is missing or cannot be used) ends the command with
+one `error: ...` line and exit status 1; `llava-ckd --debug COMMAND ...` shows its traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ def _make_data(args: argparse.Namespace) -> None:
         spec = SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val, n_test=args.test,
                              n_captions=args.captions, max_objects=args.max_objects, forms=forms)
         prepare_synthetic(Path(args.out), spec)
-    except ValueError as err:
+    except ValueError as err:  # the spec's own checks
+        if args.debug:
+            raise
         sys.exit(f"error: {err}")
 
 
@@ -32,7 +38,9 @@ def _demo(args: argparse.Namespace) -> None:
 
     try:
         report = run_demo(DemoSettings(out=Path(args.out), seeds=args.seeds))
-    except (FileNotFoundError, ValueError) as err:
+    except ValueError as err:  # the demo's own checks (ConfigError and DataError are ValueErrors too)
+        if args.debug:
+            raise
         sys.exit(f"error: {err}")
     print(report.read_text())
 
@@ -46,13 +54,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _cascade(args: argparse.Namespace) -> None:
     from llava_ckd.cascade import describe, plan_cascade, run_cascade
-    from llava_ckd.config import ConfigError
     from llava_ckd.distill.engines import processes
 
-    try:
-        cascade = plan_cascade(Path(args.recipe))
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    cascade = plan_cascade(Path(args.recipe))
     if processes().is_main_process:
         print(describe(cascade), flush=True)
     if not args.dry_run and (results := run_cascade(cascade)) is not None:
@@ -60,29 +64,26 @@ def _cascade(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace) -> None:
-    from llava_ckd.config import ConfigError
-    from llava_ckd.study.run import StudyError, run_study
+    from llava_ckd.study.run import run_study
 
-    try:
-        out = run_study(Path(args.recipe), list(range(args.seeds)), args.teacher_sets, args.workers,
-                        Path(args.out) if args.out else None)
-    except (ConfigError, StudyError) as err:
-        sys.exit(f"error: {err}")
+    out = run_study(Path(args.recipe), list(range(args.seeds)), args.teacher_sets, args.workers,
+                    Path(args.out) if args.out else None)
     print((out / "summary.md").read_text())
     print(f"summary.json, gap.png and plans.png in {out}")
 
 
 def _cache_teacher(args: argparse.Namespace) -> None:
-
-    from llava_ckd.distill.cache import CacheError, write_teacher_cache
+    from llava_ckd.data.conversations import DataError
+    from llava_ckd.distill.cache import write_teacher_cache
     from llava_ckd.models.build import load_vlm
 
+    if not Path(args.data).is_file():  # before loading the Teacher, which takes long
+        raise DataError(f"data file not found: {args.data}")
+    if args.images and not Path(args.images).is_dir():
+        raise DataError(f"image folder not found: {args.images}")
     model, processor = load_vlm(args.teacher, args.dtype)
-    try:
-        out = write_teacher_cache(model, processor, Path(args.data), Path(args.images) if args.images else None,
-                                  Path(args.out), args.top_k, args.max_length, args.batch_size, args.samples_per_shard)
-    except CacheError as err:
-        sys.exit(f"error: {err}")
+    out = write_teacher_cache(model, processor, Path(args.data), Path(args.images) if args.images else None,
+                              Path(args.out), args.top_k, args.max_length, args.batch_size, args.samples_per_shard)
     print(f"Teacher signals in {out}")
 
 
@@ -90,53 +91,44 @@ def _score(args: argparse.Namespace) -> None:
     import json
 
     from llava_ckd.eval.answers import read_answers
-    from llava_ckd.eval.files import EvalDataError
-    from llava_ckd.eval.registry import UnknownBenchmarkError, get_benchmark
+    from llava_ckd.eval.registry import get_benchmark
 
     if args.json:  # a failed score must not leave an earlier result behind
         Path(args.json).unlink(missing_ok=True)
-    try:
-        benchmark = get_benchmark(args.benchmark)
-        result = benchmark.score(Path(args.data), read_answers(Path(args.answers)))
-    except (EvalDataError, UnknownBenchmarkError) as err:
-        sys.exit(f"error: {err}")
+    benchmark = get_benchmark(args.benchmark)
+    result = benchmark.score(Path(args.data), read_answers(Path(args.answers)))
     print(benchmark.render(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from llava_ckd.eval.files import EvalDataError
-    from llava_ckd.eval.registry import UnknownBenchmarkError, get_benchmark
+    from llava_ckd.eval.registry import get_benchmark
     from llava_ckd.eval.run import evaluate
+    from llava_ckd.models.build import checkpoint_location
 
     if args.batch_size < 1:
         sys.exit(f"error: --batch-size must be at least 1, got {args.batch_size}")
+    checkpoint_location(args.model)  # a local folder that is not there: said as it was typed, before any work
     out = Path(args.out) if args.out else Path(args.model) / "eval" / args.benchmark
-    try:
-        result = evaluate(Path(args.model), args.benchmark, Path(args.data), out, args.batch_size,
-                          restart=args.restart)
-    except (EvalDataError, UnknownBenchmarkError) as err:
-        sys.exit(f"error: {err}")
+    result = evaluate(Path(args.model), args.benchmark, Path(args.data), out, args.batch_size, restart=args.restart)
     print(get_benchmark(args.benchmark).render(result))
     print(f"answers and result.json in {out}")
 
 
 def _convert(args: argparse.Namespace) -> None:
     from llava_ckd.eval.answers import read_answers
-    from llava_ckd.eval.files import EvalDataError
-    from llava_ckd.eval.registry import UnknownBenchmarkError
     from llava_ckd.eval.submission import write_submission
 
-    try:
-        answers = read_answers(Path(args.answers))
-        print(write_submission(args.benchmark, Path(args.data), answers, Path(args.out)))
-    except (EvalDataError, UnknownBenchmarkError) as err:
-        sys.exit(f"error: {err}")
+    answers = read_answers(Path(args.answers))
+    print(write_submission(args.benchmark, Path(args.data), answers, Path(args.out)))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llava-ckd", description=__doc__)
+    parser = argparse.ArgumentParser(prog="llava-ckd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="on a user error, show the traceback instead of the one `error:` line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     make_data = commands.add_parser("make-data", help="render the synthetic shapes VQA benchmark")
@@ -231,6 +223,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors(debug: bool = False) -> tuple[type[BaseException], ...]:
+    """The exceptions that mean a file or setting the user gave cannot be used (not a bug of this program);
+    none under --debug, so that they end with their traceback."""
+    if debug:
+        return ()
+    from llava_ckd.config import ConfigError
+    from llava_ckd.data.conversations import DataError
+    from llava_ckd.distill.cache import CacheError
+    from llava_ckd.eval.files import EvalDataError
+    from llava_ckd.eval.registry import UnknownBenchmarkError
+    from llava_ckd.eval.run import EvalRunError
+    from llava_ckd.models.build import ModelError
+    from llava_ckd.study.run import StudyError
+
+    return (ConfigError, DataError, CacheError, EvalDataError, EvalRunError, UnknownBenchmarkError, ModelError,
+            StudyError, FileNotFoundError)
+
+
+def error_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror and err.filename:  # as raised by open(): "[Errno 2] ..."
+        return f"error: {err.strerror}: {err.filename}"
+    return f"error: {err}"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -238,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         args.handler(args)
     except KeyboardInterrupt:
         sys.exit(130)
+    except user_errors(args.debug) as err:  # evaluated only when an exception gets here: imports stay lazy
+        sys.exit(error_line(err))
 
 
 if __name__ == "__main__":

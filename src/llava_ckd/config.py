@@ -54,7 +54,7 @@ class ModelSource(Strict):
 class DataConfig(Strict):
     conversations: Path
     images: Path | None = None
-    max_length: int = 2048
+    max_length: int = Field(2048, ge=1)
 
 
 class OnlineTeacherConfig(Strict):
@@ -91,22 +91,22 @@ class StageConfig(Strict):
     data: DataConfig
     output_dir: Path
     train: tuple[str, ...] | None = None
-    learning_rate: float = 2e-5
-    batch_size: int = 8
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int | None = None
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
     schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
     schedule_window: ScheduleWindow | None = None
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     activation_checkpointing: bool = False
-    seed: int = 0
-    save_steps: int = 500
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    dataloader_workers: int = 0
+    seed: int = Field(0, ge=0)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    dataloader_workers: int = Field(0, ge=0)
     teacher: TeacherConfig | None = None
     losses: LossWeights = LossWeights()
     divergence: DivergenceSpec = DivergenceSpec()

@@ -48,6 +48,15 @@ def test_malformed_recipes_are_refused_naming_the_field(tmp_path, tokenizer_dir,
     assert message in error_of(tmp_path, recipe_dict(tmp_path, tokenizer_dir, colour_dataset, **changes))
 
 
+def test_stage_numbers_are_checked_in_the_defaults_of_every_stage(tmp_path, tokenizer_dir, colour_dataset):
+    recipe = recipe_dict(tmp_path, tokenizer_dir, colour_dataset)
+    recipe["defaults"]["batch_size"] = 0
+    recipe["overrides"] = [{"stage": "sft", "set": {"learning_rate": -0.1}}]
+    message = error_of(tmp_path, recipe)
+    assert "stages.0.batch_size: Input should be greater than or equal to 1" in message
+    assert "overrides.0.set.learning_rate: Input should be greater than 0" in message
+
+
 @pytest.mark.parametrize(("where", "stage"), [
     ("stages.2", dft(teachers=["tiny-ta", "giant"])),
     ("overrides.0.set", None),

@@ -130,6 +130,30 @@ def test_malformed_jsonl_line_is_named(tmp_path, processor):
         load(path, processor)
 
 
+def test_a_file_not_in_utf8_is_named_with_its_line_column_and_byte(tmp_path, processor):
+    path = tmp_path / "latin1.json"
+    records = colour_records(2)
+    records[1]["conversations"][1]["value"] = "grün"
+    path.write_bytes(json.dumps(records, ensure_ascii=False, indent=1).encode("latin-1"))
+    text = path.read_bytes()
+    offset = text.index(b"\xfc")
+    line = text[:offset].count(b"\n") + 1
+    column = offset - text[:offset].rfind(b"\n")
+    with pytest.raises(DataError, match=rf"latin1.json, line {line} column {column} \(byte {offset}\): "
+                                        r"not UTF-8 text \(byte 0xfc: invalid start byte\)"):
+        load(path, processor)
+    jsonl = tmp_path / "latin1.jsonl"
+    jsonl.write_bytes("\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.jsonl, line 2 column \d+ \(byte \d+\): not UTF-8 text"):
+        load(jsonl, processor)
+
+
+def test_a_missing_image_folder_is_an_error(tmp_path, processor):
+    path = write_dataset(tmp_path, colour_records(2))
+    with pytest.raises(DataError, match=f"image folder not found: {tmp_path}/elsewhere"):
+        load_conversations(path, tmp_path / "elsewhere", processor, 128)
+
+
 def test_a_file_with_no_usable_sample_is_an_error(tmp_path, processor):
     with pytest.raises(DataError, match="no usable sample"):
         load(write_dataset(tmp_path, bad_records()[:2]), processor)

@@ -12,7 +12,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from llava_ckd.models import PRESETS, build_preset, compose_vlm, set_trainable
+from llava_ckd.models import PRESETS, build_preset, compose_vlm, load_vlm, set_trainable
+from llava_ckd.models.build import ModelError, looks_local
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
 
@@ -99,3 +100,47 @@ def test_compose_keeps_both_checkpoints_and_adds_a_fresh_gelu_projector(vision_a
     inputs = image_prompt_inputs(processor)
     assert (inputs["input_ids"] == model.config.image_token_index).sum() == 16  # (32 / 8)^2 patches
     assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("name", ["./no/such/dir", "../no-such-dir", "/no/such/dir", "~/no-such-llava-ckd-dir",
+                                  "runs/student/final", "existing/missing"])
+def test_a_missing_local_model_folder_is_named_not_sent_to_the_hub(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing").mkdir()
+    with pytest.raises(FileNotFoundError, match=f"^model folder not found: {name}$"):
+        load_vlm(name)
+
+
+def test_hub_ids_are_not_taken_for_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not looks_local("Qwen/Qwen2.5-7B-Instruct") and not looks_local("gpt2")
+    assert looks_local("./gpt2") and looks_local("a/b/c")
+
+
+def test_a_folder_without_config_json_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"model folder {tmp_path} has no config.json"):
+        load_vlm(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ModelError, match="model path is not a folder: .*weights.bin"):
+        load_vlm(tmp_path / "weights.bin")
+
+
+def test_truncated_weights_are_named(tokenizer, tmp_path):
+    model, processor = build_preset("tiny-student", tokenizer)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError, match=f"model weights unreadable \\(truncated or corrupt safetensors\\): "
+                                         f"{weights}: Error while deserializing header"):
+        load_vlm(tmp_path)
+
+
+def test_composition_and_vision_init_name_their_missing_checkpoint(vision_and_llm_checkpoints, tokenizer, tmp_path):
+    _, vision_dir, llm_dir = vision_and_llm_checkpoints
+    with pytest.raises(FileNotFoundError, match=f"vision model folder not found: {tmp_path}/absent"):
+        compose_vlm(tmp_path / "absent", llm_dir)
+    with pytest.raises(FileNotFoundError, match="LLM folder not found: ./no/llm"):
+        compose_vlm(vision_dir, "./no/llm")
+    with pytest.raises(FileNotFoundError, match=f"vision_init folder not found: {tmp_path}/tower"):
+        build_preset("tiny-student", tokenizer, vision_init=tmp_path / "tower")

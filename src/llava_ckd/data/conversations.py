@@ -78,9 +78,21 @@ class SkipReport:
                 "skipped": dict(self.skipped), "examples": self.examples}
 
 
+def read_utf8(path: Path) -> str:
+    """The text of `path`; a file that is not UTF-8 raises DataError naming it and the first bad byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = len(data[data.rfind(b"\n", 0, error.start) + 1 : error.start].decode("utf-8")) + 1
+        raise DataError(f"{path}, line {line} column {column} (byte {error.start}): not UTF-8 text "
+                        f"(byte 0x{data[error.start]:02x}: {error.reason}); save the file as UTF-8") from None
+
+
 def read_records(path: Path) -> list[tuple[str, object]]:
-    """(location, record) pairs from a .json list or a .jsonl file; malformed JSON raises DataError."""
-    text = path.read_text(encoding="utf-8")
+    """(location, record) pairs from a .json list or a .jsonl file; malformed JSON or text raises DataError."""
+    text = read_utf8(path)
     if path.suffix == ".jsonl":
         records = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -231,7 +243,11 @@ def load_conversations(
 def encode_all(path: Path, encoder: ConversationEncoder) -> tuple[list[Sample], SkipReport]:
     report = SkipReport(path)
     samples = []
-    for location, record in tqdm(read_records(path), desc=f"checking {path.name}", unit="sample",
+    records = read_records(path)
+    folder = encoder.image_folder
+    if folder is not None and not folder.is_dir() and any(isinstance(r, dict) and r.get("image") for _, r in records):
+        raise DataError(f"image folder not found: {folder} (the images of {path})")
+    for location, record in tqdm(records, desc=f"checking {path.name}", unit="sample",
                                  mininterval=2.0, leave=False):
         try:
             sample = encoder.encode(record)

@@ -6,9 +6,13 @@ Whatever way a model is made, it is a `transformers` model with a processor, sav
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -33,6 +37,66 @@ from llava_ckd.models.presets import IMAGE_SIZE, preset_config
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+Loaded = TypeVar("Loaded")
+
+
+class ModelError(OSError):
+    """A model that cannot be loaded: not a checkpoint folder, corrupt weights, or a hub id that does not load."""
+
+
+def looks_local(name: str) -> bool:
+    """Whether `name` is meant as a local path rather than a hub id (`org/name`)."""
+    if name.startswith(("./", "../", "/", "~", f".{os.sep}", f"..{os.sep}", os.sep)) or name in (".", ".."):
+        return True
+    if name.count(os.sep) > 1 or name.count("/") > 1:
+        return True
+    parent = Path(name).expanduser().parent
+    return parent != Path(".") and parent.is_dir()
+
+
+def checkpoint_location(name_or_path: str | Path, role: str = "model") -> str:
+    """A hub id as it is; a local checkpoint folder checked to exist and to hold config.json (`~` expanded).
+
+    `role` names the checkpoint in the messages ("model", "vision model", "LLM", ...).
+    """
+    name = str(name_or_path)
+    folder = Path(name).expanduser()
+    if not folder.exists():
+        if looks_local(name):
+            raise FileNotFoundError(f"{role} folder not found: {name}")
+        return name
+    if not folder.is_dir():
+        raise ModelError(f"{role} path is not a folder: {name} (give the checkpoint folder)")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{role} folder {name} has no config.json: not a saved checkpoint "
+                                "(a folder written by save_pretrained or a stage's final/)")
+    return str(folder)
+
+
+def unreadable_weights(location: str) -> list[Path]:
+    """The safetensors files of a local checkpoint folder whose header cannot be read (empty for a hub id)."""
+    broken = []
+    for file in sorted(Path(location).glob("*.safetensors")) if Path(location).is_dir() else []:
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except (SafetensorError, OSError):
+            broken.append(file)
+    return broken
+
+
+def loading(location: str, role: str, load: Callable[[], Loaded]) -> Loaded:
+    """`load()`, with corrupt weights and failed hub look-ups re-raised as ModelError naming the checkpoint."""
+    try:
+        return load()
+    except SafetensorError as error:
+        broken = unreadable_weights(location)
+        files = ", ".join(str(file) for file in broken) if broken else f"the weights of {location}"
+        raise ModelError(f"{role} weights unreadable (truncated or corrupt safetensors): {files}: {error}") from error
+    except ModelError:
+        raise
+    except OSError as error:
+        raise ModelError(f"cannot load {role} {location!r}: {error}") from error
 
 
 def image_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -66,7 +130,8 @@ def build_preset(
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     if vision_init is not None:
-        trained = AutoModel.from_pretrained(vision_init)
+        location = checkpoint_location(vision_init, "vision_init")
+        trained = loading(location, "vision_init", lambda: AutoModel.from_pretrained(location))
         def shapes(module):
             return {name: tensor.shape for name, tensor in module.state_dict().items()}
 
@@ -84,9 +149,14 @@ def preset_image_processor(vision_config: PreTrainedConfig):
 
 
 def load_vlm(name_or_path: str | Path, dtype: str = "fp32") -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Any image-text-to-text checkpoint (LLaVA, LLaVA-OneVision, Qwen2-VL, ...): hub id or local folder."""
-    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=DTYPES[dtype])
-    processor = AutoProcessor.from_pretrained(name_or_path)
+    """Any image-text-to-text checkpoint (LLaVA, LLaVA-OneVision, Qwen2-VL, ...): hub id or local folder.
+
+    A local path that does not exist raises FileNotFoundError; corrupt weights raise ModelError naming the file.
+    """
+    location = checkpoint_location(name_or_path)
+    model = loading(location, "model",
+                    lambda: AutoModelForImageTextToText.from_pretrained(location, dtype=DTYPES[dtype]))
+    processor = loading(location, "model", lambda: AutoProcessor.from_pretrained(location))
     return model.eval(), processor
 
 
@@ -118,16 +188,18 @@ def compose_vlm(
     `vision` may be a full CLIP/SigLIP checkpoint (its vision half is taken) or a vision-only one.
     The `<image>` token is added to the LLM's tokenizer when missing (the embeddings grow by one row).
     """
-    tokenizer = AutoTokenizer.from_pretrained(llm)
+    vision, llm = checkpoint_location(vision, "vision model"), checkpoint_location(llm, "LLM")
+    tokenizer = loading(llm, "LLM", lambda: AutoTokenizer.from_pretrained(llm))
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    language_model = AutoModelForCausalLM.from_pretrained(llm, dtype=DTYPES[dtype])
+    language_model = loading(llm, "LLM", lambda: AutoModelForCausalLM.from_pretrained(llm, dtype=DTYPES[dtype]))
     if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
         language_model.resize_token_embeddings(len(tokenizer))
 
-    vision_config = AutoConfig.from_pretrained(vision)
+    vision_config = loading(vision, "vision model", lambda: AutoConfig.from_pretrained(vision))
     vision_config = getattr(vision_config, "vision_config", vision_config)
-    vision_tower = AutoModel.from_pretrained(vision, config=vision_config, dtype=DTYPES[dtype])
+    vision_tower = loading(vision, "vision model",
+                           lambda: AutoModel.from_pretrained(vision, config=vision_config, dtype=DTYPES[dtype]))
     config = composition_config(vision_config, language_model.config, image_token_id(tokenizer), vision_feature_layer)
     with torch.device("meta"):  # no second copy of the weights: the loaded modules are put in place
         model = LlavaForConditionalGeneration(config)
@@ -140,5 +212,7 @@ def compose_vlm(
     model.to(DTYPES[dtype])
     if tokenizer.chat_template is None:
         raise ValueError(f"LLM tokenizer {llm!s} has no chat template; use an instruct/chat checkpoint")
-    processor = llava_processor(config, tokenizer, AutoImageProcessor.from_pretrained(vision, use_fast=False))
+    image_processor = loading(vision, "vision model",
+                              lambda: AutoImageProcessor.from_pretrained(vision, use_fast=False))
+    processor = llava_processor(config, tokenizer, image_processor)
     return model.eval(), processor
