@@ -106,7 +106,13 @@ def test_an_interrupted_stage_runs_again_and_the_rest_is_skipped(make_cascade, f
     manifest = json.loads((sft.directory / "manifest.json").read_text())
     (sft.directory / "manifest.json").write_text(json.dumps(manifest | {"status": "running"}))
     (sft.output / "stage.yaml").unlink()
-    (sft.directory / "checkpoint-1").mkdir()
+    (sft.directory / "checkpoint-2").mkdir()   # cut short by the kill: no trainer_state.json
+    assert describe(cascade).splitlines()[-5:-3] == [
+        "1  student/pretrain  -        none   done", "2  student/sft       -        none   todo"]
+    checkpoint = sft.directory / "checkpoint-1"   # saved to the end
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (checkpoint / "model.safetensors").write_bytes(b"")
     assert describe(cascade).splitlines()[-5:-3] == [
         "1  student/pretrain  -        none   done", "2  student/sft       -        none   resume"]
     fake_training.clear()

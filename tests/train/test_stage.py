@@ -168,3 +168,27 @@ def test_a_schedule_window_must_hold_the_stage(colour_dataset, tokenizer_dir, tm
     with pytest.raises(ValueError, match="schedule_window"):
         StageConfig.model_validate(stage_dict(colour_dataset, tokenizer_dir, tmp_path, max_steps=5,
                                               schedule_window={"start": 2, "total": 6}))
+
+
+def test_resume_takes_the_last_checkpoint_saved_to_the_end_and_deletes_ones_cut_short(tmp_path, caplog):
+    from llava_ckd.train.stage import last_complete_checkpoint
+
+    def checkpoint(step, state="{}", weights=True):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+        if weights:
+            (folder / "model.safetensors").write_bytes(b"")
+        return folder
+
+    complete = checkpoint(20)
+    checkpoint(100)                                   # lexically after 30, numerically after it too: the newest
+    checkpoint(30, state=None)                       # killed before trainer_state.json
+    checkpoint(100_0, state='{"global_st')          # killed while writing it
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-100"
+    checkpoint(200, weights=False)                    # weights gone (a rotation cut short)
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-100"
+    assert not (tmp_path / "checkpoint-200").exists() and not (tmp_path / "checkpoint-1000").exists()
+    assert "checkpoint-1000: its save was cut short" in caplog.text
+    assert complete.exists() and (tmp_path / "checkpoint-30").exists()   # older ones are left to the Trainer
