@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ class Task:
     teacher: str | None = None
 
 
-def own_stages(cascade: Cascade, model: str) -> tuple[Node, ...]:
+def standalone_stages(cascade: Cascade, model: str) -> tuple[Node, ...]:
     """The stages a Teacher runs on its own (not distilled): its training and its signal caches."""
     return tuple(node for node in cascade.stages if node.model == model and not node.distilled)
 
@@ -53,7 +54,7 @@ def teacher_tasks(jobs: list[Job], cascades: dict[Path, Cascade]) -> list[Task]:
     for job in jobs:
         cascade = cascades[job.recipe]
         for name in job.variant.chain:
-            stages = own_stages(cascade, f"teacher-{name}")
+            stages = standalone_stages(cascade, f"teacher-{name}")
             key = tuple(node.hash for node in stages)
             if stages and key not in tasks:
                 steps = sum(node.job.max_steps or 0 for node in stages if hasattr(node.job, "max_steps"))
@@ -85,10 +86,11 @@ def run_task(task: Task, logs: Path) -> tuple[str, float]:
         logging.getLogger().setLevel(logging.INFO)
         try:
             cascade = plan_cascade(task.recipe)
+            echo = partial(print, flush=True)
             if task.teacher is None:
-                run_cascade(cascade, echo=lambda line: print(line, flush=True))
+                run_cascade(cascade, echo=echo)
             else:
-                run_stages(cascade, echo=lambda line: print(line, flush=True), only=own_stages(cascade, task.teacher))
+                run_stages(cascade, echo=echo, only=standalone_stages(cascade, task.teacher))
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

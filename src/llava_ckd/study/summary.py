@@ -36,19 +36,19 @@ class Row:
     categories: dict[int, dict[str, float]]
 
 
-def own_stages(cascade: Cascade, model: str) -> list[Node]:
+def training_stages(cascade: Cascade, model: str) -> list[Node]:
     return [node for node in cascade.stages
             if node.model == model and not node.distilled and isinstance(node.job, StageConfig)]
 
 
 def trains_itself(cascade: Cascade, model: str) -> bool:
     """False for a ready checkpoint."""
-    return bool(own_stages(cascade, model))
+    return bool(training_stages(cascade, model))
 
 
 def own_training(cascade: Cascade, model: str) -> Node:
     """The last stage a model trains on its own (a Teacher's or the Student's SFT)."""
-    return own_stages(cascade, model)[-1]
+    return training_stages(cascade, model)[-1]
 
 
 def student_steps(cascade: Cascade, plan: str) -> int:
