@@ -98,6 +98,8 @@ def test_miniature_study_summarises_resumes_after_a_kill_and_reruns_nothing(tmp_
     assert [p["teacher"] for p in summary["gap_curve"]] == ["tiny-ta", "tiny-teacher"]
     assert summary["gap_curve"][0]["capacity_ratio"] < summary["gap_curve"][1]["capacity_ratio"]
     assert set(summary["student"]["sft_per_seed"]) == {"0", "1"}
+    # the Student after its SFT, not `none`'s continuation of it
+    assert len(list((root / "store" / "stages" / "student").glob("sft-*/eval/synthetic/answers.jsonl"))) == 2
     assert (root / "gap.png").stat().st_size > 0 and (root / "plans.png").stat().st_size > 0
     assert "| bottom-up |" in (root / "summary.md").read_text()
 

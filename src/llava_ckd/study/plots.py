@@ -33,6 +33,8 @@ def plot_gap_curve(path: Path, summary: dict) -> None:
                 axes.errorbar([ratios[-1]], [row["vs_none"]["mean"]], yerr=[_error(row["vs_none"])], marker=marker,
                               linestyle="none", capsize=4, label=plan)
         axes.set_xscale("log")
+        axes.set_xticks(ratios, [f"{ratio:.1f}x" for ratio in ratios])
+        axes.minorticks_off()
     axes.axhline(0, color="grey", linewidth=0.8)
     axes.set_xlabel("Teacher / Student LLM parameters")
     axes.set_ylabel("test accuracy gain over none (points)")

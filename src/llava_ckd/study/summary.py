@@ -36,9 +36,16 @@ class Row:
     categories: dict[int, dict[str, float]]
 
 
+def from_distilling_template(cascade: Cascade, node: Node) -> bool:
+    """Whether a stage comes from a distilling template stage (with a Teacher, or as `none`'s stand-in)."""
+    distilling = {stage.name for stage in cascade.recipe.stages if stage.kind == "distill"}
+    return node.step.split("-from-")[0] in distilling
+
+
 def training_stages(cascade: Cascade, model: str) -> list[Node]:
-    return [node for node in cascade.stages
-            if node.model == model and not node.distilled and isinstance(node.job, StageConfig)]
+    """A model's stages before any distilling stage of the template (pretrain, SFT): those every plan shares."""
+    return [node for node in cascade.stages if node.model == model and isinstance(node.job, StageConfig)
+            and not from_distilling_template(cascade, node)]
 
 
 def trains_itself(cascade: Cascade, model: str) -> bool:
@@ -47,14 +54,14 @@ def trains_itself(cascade: Cascade, model: str) -> bool:
 
 
 def own_training(cascade: Cascade, model: str) -> Node:
-    """The last stage a model trains on its own (a Teacher's or the Student's SFT)."""
+    """The last stage a model trains before distillation (a Teacher's or the Student's SFT); `none`'s continued
+    SFT is a distilling template stage without a Teacher, so it is not this."""
     return training_stages(cascade, model)[-1]
 
 
 def student_steps(cascade: Cascade, plan: str) -> int:
-    distilling = {stage.name for stage in cascade.recipe.stages if stage.kind == "distill"}
     return sum(node.job.max_steps for node in cascade.plans[plan]
-               if node.model == STUDENT and node.step.split("-from-")[0] in distilling)
+               if node.model == STUDENT and from_distilling_template(cascade, node))
 
 
 def row_label(variant: str, plan: str, teacher: str | None, teacher_set: int, budget_steps: int) -> str:
