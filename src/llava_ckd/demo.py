@@ -40,8 +40,8 @@ class DemoSettings:
     teachers: Path = SHIPPED_TEACHERS
     spec: SyntheticSpec = field(default_factory=lambda: STUDY_SPEC)
     pretrain_steps: int = 150
-    sft_steps: int = 1500
-    kd_steps: int = 600
+    sft_steps: int = 1000
+    kd_steps: int = 400
     batch_size: int = 32
     workers: int = 2
 
@@ -61,6 +61,16 @@ def prepare_synthetic(out: Path, spec: SyntheticSpec) -> None:
     write_benchmark(out, spec)
     corpus = conversation_corpus([out / "train" / "train.json", out / "train" / "captions.json"])
     train_tokenizer(corpus).save_pretrained(out / "tokenizer")
+
+
+def kd_conversations(settings: DemoSettings, data: Path) -> Path:
+    """The conversations the steps after SFT see (as many as they have steps for), so Teacher signals are cached
+    for those alone."""
+    path = data / "train" / f"kd-{settings.kd_steps * settings.batch_size}.json"
+    if not path.is_file():
+        conversations = json.loads((data / "train" / "train.json").read_text())
+        path.write_text(json.dumps(conversations[: settings.kd_steps * settings.batch_size]))
+    return path
 
 
 def demo_recipe(settings: DemoSettings, data: Path) -> dict:
@@ -86,6 +96,7 @@ def demo_recipe(settings: DemoSettings, data: Path) -> dict:
              "learning_rate": 1e-3, "max_steps": settings.pretrain_steps},
             {"name": "sft", "kind": "sft", "max_steps": settings.sft_steps},
             {"name": "kd", "kind": "distill", "without_kd": "sft", "budget": "per-plan", "signals": "cached",
+             "data": {"conversations": str(kd_conversations(settings, data))},
              "top_k": 16, "max_steps": settings.kd_steps, "learning_rate": 1e-3,
              "losses": {"ce": 1.0, "response_kd": 1.0, "visual_kd": 0.0, "relation_kd": 0.0},
              "divergence": {"name": "forward_kl", "temperature": 1.0}},
