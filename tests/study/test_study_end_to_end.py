@@ -11,39 +11,26 @@ import time
 import pytest
 import yaml
 
-from llava_ckd.data.synthetic import SyntheticSpec
-from llava_ckd.demo import prepare_synthetic
 from llava_ckd.study.stats import paired
-from llava_ckd.train.vision import train_vision_encoder
+from tests.cascade.test_cascade_end_to_end import miniature_recipe as miniature_cascade_recipe
 
 COMMAND = [sys.executable, "-m", "llava_ckd.cli", "study"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def miniature_recipe(tmp_path):
-    data = tmp_path / "data"
-    prepare_synthetic(data, SyntheticSpec(n_train=32, n_val=8, n_test=8, n_captions=8))
-    vision = train_vision_encoder(data, tmp_path / "vision", steps=5, batch_size=8)
-
-    def model(preset):
-        return {"preset": preset, "tokenizer": str(data / "tokenizer"), "vision_init": str(vision)}
-
-    return {
+    """The miniature cascade of the cascade end-to-end test, as a study: a split KD budget over cached signals."""
+    recipe = miniature_cascade_recipe(tmp_path)
+    recipe["defaults"] |= {"max_steps": 4, "save_steps": 1, "logging_steps": 1}
+    return recipe | {
         "output": str(tmp_path / "study"),
-        "student": model("tiny-student"),
-        "teachers": [{"name": "tiny-ta", "model": model("tiny-ta")},
-                     {"name": "tiny-teacher", "model": model("tiny-teacher")}],
-        "defaults": {"data": {"conversations": str(data / "train" / "train.json"),
-                              "images": str(data / "train" / "images"), "max_length": 128},
-                     "batch_size": 4, "learning_rate": 1e-3, "max_steps": 4, "save_steps": 1, "logging_steps": 1},
         "stages": [{"name": "sft", "kind": "sft"},
                    {"name": "kd", "kind": "distill", "without_kd": "sft", "signals": "cached", "top_k": 4,
                     "budget": "per-plan", "max_steps": 3, "losses": {"ce": 1.0, "response_kd": 1.0}}],
         "plans": ["none", "direct", "top-down", "bottom-up"],
         "overrides": [{"stage": "kd", "model": teacher, "set": {"without_kd": "skip"}}
                       for teacher in ("tiny-ta", "tiny-teacher")],
-        "evaluation": {"benchmark": "synthetic", "data": str(data / "test"), "val": str(data / "val"),
-                       "batch_size": 8},
+        "evaluation": recipe["evaluation"] | {"val": str(tmp_path / "data" / "val")},
     }
 
 
