@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -12,6 +13,10 @@ from transformers import Trainer, get_scheduler
 from llava_ckd.config import ScheduleWindow
 from llava_ckd.distill.loss import Distiller, TargetCounts
 from llava_ckd.distill.teachers import OnlineTeacher
+
+
+class LossNotFinite(ValueError):
+    """Training diverged: the logged loss is NaN or infinite."""
 
 
 def _shifted(factor: Callable[[int], float], start: int, step: int) -> float:
@@ -66,7 +71,8 @@ class StageTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Training logs also get each loss term, averaged over the steps since the last log."""
+        """Training logs also get each loss term, averaged over the steps since the last log; a loss that is not
+        finite stops the stage (no `final/` is written from a diverged run)."""
         if "loss" in logs and self._windows_since_log:
             names = sorted(self._term_sums)
             totals = torch.stack([self._term_sums[name] for name in names])
@@ -74,6 +80,11 @@ class StageTrainer(Trainer):
                 totals = self.accelerator.reduce(totals, reduction="sum")
             logs |= {name: float(total) / self._windows_since_log for name, total in zip(names, totals, strict=True)}
             self._term_sums, self._windows_since_log = {}, 0
+            diverged = {name: value for name, value in logs.items() if name in names and not math.isfinite(value)}
+            if diverged:  # the Trainer's own `loss` hides NaN and inf (logging_nan_inf_filter): the terms do not
+                raise LossNotFinite(f"{self.args.output_dir}: loss terms {diverged} at step {self.state.global_step}; "
+                                    "stopped without saving a final model (a learning rate too high, half precision "
+                                    "overflowing, or damaged data or Teacher signals?)")
         super().log(logs, start_time)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
