@@ -98,6 +98,7 @@ class Cascade:
     plans: dict[str, tuple[Node, ...]]             # plan -> the stages it needs, in run order
     students: dict[str, Node]                      # plan -> the stage that makes its final Student
     names: dict[str, str]                          # hash -> display name
+    missing: tuple[str, ...] = ()                  # inputs not there yet, one line each (field: what is missing)
 
     def name(self, node: Node) -> str:
         return self.names[node.hash]
@@ -157,6 +158,12 @@ class Expander:
         self.routes: dict[tuple[str, str], Route] = {}
         self.expanding: list[tuple[str, str]] = []
         self.fingerprints: dict[Path, object] = {}
+        self.missing: dict[str, str] = {}          # missing path -> the line naming it (the first field to read it)
+
+    def absent(self, path: object, line: str) -> dict[str, str]:
+        """Note a missing input; its stand-in fingerprint (the stage hashes change once the input exists)."""
+        self.missing.setdefault(str(path), line)
+        return {"missing": str(path)}
 
     def error(self, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {message}")
@@ -268,6 +275,7 @@ class Expander:
         upstream = (("model", start), ("teacher", teacher and teacher.model), ("signals", teacher and teacher.signals))
         inputs = {role: node for role, node in upstream if isinstance(node, Node)}
         files = {"data.conversations": self.file_hash(Path(fields["data"]["conversations"]), f"stage {label}")}
+        self.check_images(fields["data"].get("images"), f"stage {label}")
         files |= self.external_files(start, model)
         if teacher is not None:
             files |= self.external_files(teacher.model, teacher.name)
@@ -283,6 +291,7 @@ class Expander:
         data = reader.data
         step = f"signals-{data.conversations.stem}"
         files = {"data.conversations": self.file_hash(data.conversations, f"stage {step}")}
+        self.check_images(data.images, f"stage {step}")
         files |= self.external_files(teacher.model, teacher.name)
         identity = {"teacher": self.model_reference(teacher.model, teacher.name, placeholder),
                     "images": str(data.images), "max_length": data.max_length, "top_k": top_k}
@@ -302,9 +311,13 @@ class Expander:
     def file_hash(self, path: Path, where: str) -> object:
         if path not in self.fingerprints:
             if not path.is_file():
-                raise self.error(f"{where}: data.conversations: file not found: {path}")
+                return self.absent(path, f"{where}: data.conversations: file not found: {path}")
             self.fingerprints[path] = file_sha256(path)
         return self.fingerprints[path]
+
+    def check_images(self, folder: Path | str | None, where: str) -> None:
+        if folder is not None and not Path(folder).is_dir():
+            self.absent(folder, f"{where}: data.images: folder not found: {folder}")
 
     def source_files(self, source: ModelSource, where: str) -> dict[str, object]:
         """Fingerprints of a model source's local folders; a hub id stands for itself."""
@@ -320,7 +333,7 @@ class Expander:
                                                        for file in folder.iterdir() if file.is_file())
                 files[f"{where}.{field}"] = self.fingerprints[folder]
             elif field in ("tokenizer", "vision_init") or not HUB_ID.match(str(value)):
-                raise self.error(f"{where}.{field}: folder not found: {value}")
+                files[f"{where}.{field}"] = self.absent(value, f"{where}.{field}: folder not found: {value}")
             else:
                 files[f"{where}.{field}"] = str(value)
         return files
@@ -349,13 +362,22 @@ def stage_names(stages: tuple[Node, ...], plans: dict[str, tuple[Node, ...]]) ->
 
 
 def expand(recipe: Recipe, source: Path) -> Cascade:
-    """The recipe's stages, after checking the files it names: models, tokenizers, data, evaluation data."""
-    if recipe.evaluation and not recipe.evaluation.data.is_dir():
-        raise ConfigError(f"{source}: evaluation.data: folder not found: {recipe.evaluation.data}")
-    capacities = chain_capacities(recipe, source)
+    """The recipe's stages, and every input it names that is not there (models, tokenizers, data, evaluation
+    data) in `Cascade.missing`: a stage whose input is missing has a provisional hash."""
+    capacities, missing = chain_capacities(recipe, source)
     expander = Expander(recipe, source)
+    if recipe.evaluation and not recipe.evaluation.data.is_dir():
+        expander.absent(recipe.evaluation.data, f"evaluation.data: folder not found: {recipe.evaluation.data}")
     routes = {plan: expander.route(plan, STUDENT) for plan in recipe.plans}
     stages = student_last(node for route in routes.values() for node in route.stages)
     plans = {plan: tuple(node for node in stages if node in route.stages) for plan, route in routes.items()}
     students = {plan: route.final for plan, route in routes.items()}
-    return Cascade(recipe, source, capacities, stages, plans, students, stage_names(stages, plans))
+    missing += [line for line in expander.missing.values() if line not in missing]
+    return Cascade(recipe, source, capacities, stages, plans, students, stage_names(stages, plans), tuple(missing))
+
+
+def require_inputs(cascade: Cascade) -> Cascade:
+    """The cascade, when every input it names is there; else a ConfigError naming each missing one."""
+    if cascade.missing:
+        raise ConfigError(f"{cascade.source}: missing input(s):\n" + "\n".join(f"  {line}" for line in cascade.missing))
+    return cascade

@@ -145,11 +145,17 @@ def prompt_text(tokenizer: PreTrainedTokenizerBase, user_text: str, tokens_per_i
 class ConversationEncoder:
     """Turns one LLaVA record into a `Sample`, or raises `SkipSample` saying why it cannot."""
 
-    def __init__(self, processor: ProcessorMixin, image_folder: Path | None, max_length: int):
-        self.tokenizer = processor.tokenizer
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, tokens_per_image: int, image_folder: Path | None,
+                 max_length: int):
+        self.tokenizer = tokenizer
+        self.tokens_per_image = tokens_per_image
         self.image_folder = image_folder
         self.max_length = max_length
-        self.tokens_per_image = image_token_count(processor)
+
+    @classmethod
+    def for_processor(cls, processor: ProcessorMixin, image_folder: Path | None, max_length: int
+                      ) -> ConversationEncoder:
+        return cls(processor.tokenizer, image_token_count(processor), image_folder, max_length)
 
     def messages(self, record: dict, n_images: int) -> list[dict]:
         turns = record.get("conversations")
@@ -226,7 +232,8 @@ def load_conversations(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    encoder = ConversationEncoder(processor, Path(image_folder).resolve() if image_folder else None, max_length)
+    encoder = ConversationEncoder.for_processor(processor, Path(image_folder).resolve() if image_folder else None,
+                                                max_length)
     cache = sample_cache(path, encoder)
     if cache.is_file():
         samples, report = read_cache(cache)
@@ -264,16 +271,17 @@ def encode_all(path: Path, encoder: ConversationEncoder) -> tuple[list[Sample], 
 CACHE_FORMAT = 1
 
 
-def sample_cache(path: Path, encoder: ConversationEncoder) -> Path:
-    """Where the checked samples of `path` are kept: keyed by the file's bytes, the tokenizer and the settings."""
+def sample_cache(path: Path, encoder: ConversationEncoder, kind: str = "samples", extra: tuple = ()) -> Path:
+    """Where the checked samples of `path` are kept (or, for another `kind`, what else is derived from them): keyed
+    by the file's bytes, the tokenizer, the settings and `extra`."""
     key = hashlib.sha256()
     key.update(path.read_bytes())
     key.update(encoder.tokenizer.backend_tokenizer.to_str().encode())
     settings = [CACHE_FORMAT, encoder.tokenizer.chat_template, encoder.tokens_per_image, encoder.max_length,
-                str(encoder.image_folder)]
+                str(encoder.image_folder), *extra]
     key.update(json.dumps(settings).encode())
     root = Path(os.environ.get("LLAVA_CKD_CACHE", Path.home() / ".cache" / "llava_ckd"))
-    return root / "samples" / f"{path.stem}-{key.hexdigest()[:24]}.json"
+    return root / kind / f"{path.stem}-{key.hexdigest()[:24]}.json"
 
 
 def write_cache(cache: Path, samples: list[Sample], report: SkipReport) -> None:
