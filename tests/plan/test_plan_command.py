@@ -83,6 +83,8 @@ def test_plan_without_data_or_sizes_says_what_is_unknown(fresh_clone, capsys):
     for plan in ("direct", "bottom-up", "recipe"):
         assert re.search(rf"^  {plan} +unknown ", out, re.MULTILINE)
     assert "memory per GPU (zero3, 2 × 2,048 tokens, bf16, activation checkpointing)" in out  # no tokens needed
+    # 7B full fine-tuning: 16 B × 7.63e9 / 4 = 30.5 GB of states alone; 16 × 7.63e9 / 7 = 17.4 GB leaves room
+    assert "no engine, checkpointing or batch fits it on 4 GPUs; it needs 7 of them (zero3, checkpointing" in out
 
 
 def test_plan_counts_tokens_of_present_data_as_training_encodes_them(tmp_path, tokenizer, tokenizer_dir,

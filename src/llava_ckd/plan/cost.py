@@ -236,9 +236,12 @@ class Planner:
         cost.fits = cost.need <= budget
         if not cost.fits:
             change = smallest_change(shape, step, hardware.engine, hardware.gpus, job.grad_accum, budget)
-            cost.change = (f"fits with {change.describe(step, hardware.engine, job.grad_accum)}: "
-                           f"{change.bytes / GB:.1f} GB" if change else
-                           "does not fit with any engine, checkpointing and batch 1: more or larger GPUs")
+            if change is not None:
+                cost.change = f"fits with {change.describe(step, hardware.engine, job.grad_accum)}: " \
+                              f"{change.bytes / GB:.1f} GB"
+            else:
+                cost.change = "no engine, checkpointing or batch fits it on " + gpus_needed(shape, step, budget,
+                                                                                            hardware.gpus)
         if tokens is None:
             return
         global_batch = job.batch_size * job.grad_accum * hardware.gpus
@@ -249,6 +252,15 @@ class Planner:
         cost.flops = training_flops(shape, seen, trained, job.activation_checkpointing, positions)
         if teacher is not None:
             cost.flops += inference_flops(teacher, seen, positions)
+
+
+def gpus_needed(model: ModelShape, step: Step, budget: float, gpus: int) -> str:
+    """How many GPUs of this memory a stage needs at the least (ZeRO-3, checkpointing, batch 1)."""
+    leanest = replace(step, checkpointing=True, batch=1)
+    for more in range(gpus + 1, 4097):
+        if total(model, leanest, "zero3", more) <= budget:
+            return f"{gpus} GPUs; it needs {more} of them (zero3, checkpointing, batch 1)"
+    return f"{gpus} GPUs, nor on 4,096: it needs GPUs with more memory"
 
 
 def plan_costs(cascade: Cascade, hardware: Hardware, assumptions: Assumptions = Assumptions()) -> CascadePlan:
