@@ -74,7 +74,7 @@ def render(plan: CascadePlan) -> str:
         stages = " ".join(str(numbers[cascade.name(node)]) for node in cascade.plans[name])
         when = f" ({wall(value, hardware.gpus)} on {hardware.gpus} GPUs)" if value is not None else ""
         lines.append(f"  {name.ljust(width)}  {hours(plan.plans[name]):>10}{when}   stages {stages}")
-    when = f" ({wall(plan.recipe_hours, hardware.gpus)})" if plan.recipe_hours is not None else ""
+    when = f" ({wall(plan.recipe_hours, hardware.gpus)} on {hardware.gpus} GPUs)" if plan.recipe_hours else ""
     lines.append(f"  {'recipe'.ljust(width)}  {hours(plan.recipe_hours):>10}{when}   every stage once")
     if (ratio := bottom_up_ratio(plan)) is not None:
         lines.append(f"  bottom-up / direct: {ratio:.2f}×")
