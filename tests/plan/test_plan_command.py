@@ -123,3 +123,18 @@ def test_bad_input_gets_one_error_line_naming_it(fresh_clone, tmp_path):
     message = error_of(["plan", str(write_recipe(tmp_path / "unreadable.yaml", unreadable))])
     assert message.startswith(f"error: {tmp_path / 'unreadable.yaml'}: teachers.1.model: cannot read the config of "
                               f"model {broken}")
+
+
+def test_cached_signals_cost_their_own_pass_and_no_teacher_memory(tmp_path, tokenizer_dir, colour_dataset):
+    recipe = recipe_dict(tmp_path, tokenizer_dir, colour_dataset, plans=["direct"])
+    recipe["stages"][2] |= {"signals": "cached", "top_k": 4}
+    main(["plan", str(write_recipe(tmp_path / "recipe.yaml", recipe)), "--gpus", "1", "--json",
+          str(tmp_path / "plan.json")])
+    stages = {stage["name"]: stage for stage in json.loads((tmp_path / "plan.json").read_text())["stages"]}
+    signals = stages["teacher-tiny-teacher/signals-train"]
+    assert signals["summary"] == "teacher-tiny-teacher writes top-4 signals of train.json"
+    assert signals["flops"] > 0 and signals["memory"] == {}
+    dft = stages["direct/student/dft-from-tiny-teacher"]
+    assert dft["summary"].endswith("cached signals") and "online Teacher" not in dft["parameters"]
+    assert dft["memory"]["teacher"]["bytes"] == 0 and dft["memory"]["teacher forward"]["bytes"] == 0
+    assert dft["memory"]["heads"]["formula"].startswith("4 × (1 × 256 × ")  # the Student's head alone
