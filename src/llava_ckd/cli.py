@@ -77,7 +77,7 @@ def _plan(args: argparse.Namespace) -> None:
         path, sep, size = given.partition("=")
         if not sep:
             raise ConfigError(f"--data: {given!r} is not FILE=SAMPLES,TEXT_TOKENS[,RESPONSE_TOKENS]")
-        files[path] = DataSize.parse(size, args.images_per_sample)
+        files[Path(path)] = DataSize.parse(size, args.images_per_sample)
     default = None
     if args.samples is not None or args.tokens_per_sample is not None:
         default = DataSize.parse(f"{args.samples},{args.tokens_per_sample}"

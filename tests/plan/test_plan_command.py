@@ -108,6 +108,8 @@ def test_bad_input_gets_one_error_line_naming_it(fresh_clone, tmp_path):
     assert error_of(["plan", str(PAPER), "--engine", "zero4"]) == (
         "error: --engine: unknown engine 'zero4'; known: ddp, zero2, zero3, fsdp")
     assert error_of(["plan", str(PAPER), "--data", "x.json=12"]).startswith("error: --data: '12' is not SAMPLES,")
+    assert error_of(["plan", str(PAPER), "--data", "x.json=12,3"]).startswith(
+        f"error: --data: x.json: no stage of {PAPER} reads it; the data files are {INSTRUCT}, {PRETRAIN}")
     invalid = yaml.safe_load(PAPER.read_text())
     invalid["stages"][0]["batch_size"] = 0
     path = write_recipe(tmp_path / "invalid.yaml", invalid)
@@ -138,3 +140,16 @@ def test_cached_signals_cost_their_own_pass_and_no_teacher_memory(tmp_path, toke
     assert dft["summary"].endswith("cached signals") and "online Teacher" not in dft["parameters"]
     assert dft["memory"]["teacher"]["bytes"] == 0 and dft["memory"]["teacher forward"]["bytes"] == 0
     assert dft["memory"]["heads"]["formula"].startswith("4 × (1 × 256 × ")  # the Student's head alone
+
+
+def test_a_ready_teacher_not_there_is_named_without_downloading(fresh_clone, capsys):
+    recipe = yaml.safe_load(PAPER.read_text())
+    recipe["teachers"][1] = {"name": "big", "model": {"path": "checkpoints/teacher"}}  # no capacity: to be counted
+    path = write_recipe(fresh_clone / "ready.yaml", recipe)
+    main(["cascade", str(path), "--dry-run"])
+    line = ("teachers.1.model: cannot count the parameters of Teacher 'big': no config for model 'checkpoints/teacher':"
+            " no such folder, nor a hub id in the local cache (nothing is downloaded)")
+    assert line in capsys.readouterr().out.split("missing inputs (5;", 1)[1]
+    main(["plan", str(path)])
+    out = capsys.readouterr().out
+    assert line in out and "online Teacher unknown: no config for model 'checkpoints/teacher'" in out

@@ -45,28 +45,29 @@ def checkpoint_parameters(folder: Path) -> int | None:
     return None
 
 
-def parameter_count(source: ModelSource) -> int:
+def parameter_count(source: ModelSource, download: bool = False) -> int:
     """A checkpoint's from its weights' headers; any other model's (or a checkpoint without safetensors) from its
-    config on the meta device (`plan.shapes.shape_of`)."""
+    config on the meta device (`plan.shapes.shape_of`; a hub id's config from the hub if `download`)."""
     if source.path is not None:
         folder = Path(source.path)
         if not folder.is_dir() and not HUB_ID.match(source.path):
             raise FileNotFoundError(f"no checkpoint folder {source.path}")
         if (counted := checkpoint_parameters(folder)) is not None:
             return counted
-    return shape_of(source).total
+    return shape_of(source, download).total
 
 
-def chain_capacities(recipe: Recipe, source: Path | str) -> tuple[dict[str, int | None], list[str]]:
+def chain_capacities(recipe: Recipe, source: Path | str, download: bool = False
+                     ) -> tuple[dict[str, int | None], list[str]]:
     """Each Teacher's capacity (stated, or counted; None where it cannot be counted yet) and a line for each that
-    cannot; refuses a chain not listed in strictly ascending capacity."""
+    cannot; refuses a chain not listed in strictly ascending capacity. `download`: hub ids' configs may be fetched."""
     capacities, missing = {}, []
     for index, teacher in enumerate(recipe.teachers):
         if teacher.capacity is not None:
             capacities[teacher.name] = teacher.capacity
             continue
         try:
-            capacities[teacher.name] = parameter_count(teacher.model)
+            capacities[teacher.name] = parameter_count(teacher.model, download)
         except (OSError, ValueError) as error:
             capacities[teacher.name] = None
             missing.append(f"teachers.{index}.model: cannot count the parameters of Teacher {teacher.name!r}: "

@@ -361,10 +361,11 @@ def stage_names(stages: tuple[Node, ...], plans: dict[str, tuple[Node, ...]]) ->
     return names
 
 
-def expand(recipe: Recipe, source: Path) -> Cascade:
+def expand(recipe: Recipe, source: Path, download: bool = False) -> Cascade:
     """The recipe's stages, and every input it names that is not there (models, tokenizers, data, evaluation
-    data) in `Cascade.missing`: a stage whose input is missing has a provisional hash."""
-    capacities, missing = chain_capacities(recipe, source)
+    data) in `Cascade.missing`: a stage whose input is missing has a provisional hash. `download`: the configs of
+    hub ids not in the local cache may be fetched (to count a Teacher's capacity)."""
+    capacities, missing = chain_capacities(recipe, source, download)
     expander = Expander(recipe, source)
     if recipe.evaluation and not recipe.evaluation.data.is_dir():
         expander.absent(recipe.evaluation.data, f"evaluation.data: folder not found: {recipe.evaluation.data}")

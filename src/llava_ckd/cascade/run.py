@@ -30,9 +30,9 @@ CASCADE_FILE = "cascade.json"
 
 def plan_cascade(recipe_path: Path, missing_ok: bool = False) -> Cascade:
     """Read, check and expand a recipe; nothing is trained. Inputs that are not there (data, models, tokenizers)
-    are an error naming each of them, unless `missing_ok` (a dry run, `llava-ckd plan`): then they are listed in
-    `Cascade.missing`."""
-    cascade = expand(load_recipe(recipe_path), Path(recipe_path))
+    are an error naming each of them, unless `missing_ok` (a dry run, `llava-ckd plan`: nothing is downloaded, not
+    even a config): then they are listed in `Cascade.missing`."""
+    cascade = expand(load_recipe(recipe_path), Path(recipe_path), download=not missing_ok)
     return cascade if missing_ok else require_inputs(cascade)
 
 

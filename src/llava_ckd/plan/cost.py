@@ -75,13 +75,13 @@ class DataSize:
 class Assumptions:
     """Data sizes to use where a stage's data file is absent: per file, else `default` (None: tokens unknown)."""
 
-    files: dict[str, DataSize] = field(default_factory=dict)
+    files: dict[Path, DataSize] = field(default_factory=dict)
     default: DataSize | None = None
     sample: int | None = None
     """Count this many random records of each data file and scale up (None: count them all)."""
 
     def tokens(self, conversations: Path, image_tokens: int) -> Tokens | None:
-        size = self.files.get(str(conversations), self.default)
+        size = self.files.get(Path(conversations), self.default)
         return None if size is None else size.tokens(image_tokens)
 
 
@@ -265,6 +265,11 @@ def gpus_needed(model: ModelShape, step: Step, budget: float, gpus: int) -> str:
 
 def plan_costs(cascade: Cascade, hardware: Hardware, assumptions: Assumptions = Assumptions()) -> CascadePlan:
     """The cost of every stage of `cascade` (each once), of each plan, and of the recipe."""
+    read = {Path(node.job.conversations if isinstance(node.job, SignalsJob) else node.job.data.conversations)
+            for node in cascade.stages}
+    if unknown := sorted(str(path) for path in set(assumptions.files) - read):
+        raise ConfigError(f"--data: {', '.join(unknown)}: no stage of {cascade.source} reads it; the data files are "
+                          f"{', '.join(sorted(map(str, read)))}")
     planner = Planner(cascade, hardware.check(), assumptions)
     stages = [planner.stage(number, node) for number, node in enumerate(cascade.stages, 1)]
     by_name = {cost.name: cost for cost in stages}

@@ -123,15 +123,16 @@ def count_shape(config: PreTrainedConfig) -> ModelShape:
     )
 
 
-def local_config(name: str, role: str) -> PreTrainedConfig:
-    """The config of a local folder or of a hub id already in the local cache (nothing is downloaded)."""
+def local_config(name: str, role: str, download: bool = False) -> PreTrainedConfig:
+    """The config of a local folder or of a hub id in the local cache (from the hub too, if `download`)."""
     folder = Path(name)
     if not folder.is_dir():
         try:
-            return AutoConfig.from_pretrained(name, local_files_only=True)
-        except (OSError, ValueError):
-            raise ConfigAbsent(f"no config for {role} {name!r}: no such folder, nor a hub id in the local cache "
-                               "(nothing is downloaded)") from None
+            return AutoConfig.from_pretrained(name, local_files_only=not download)
+        except (OSError, ValueError) as error:
+            where = "a hub id that loads" if download else "a hub id in the local cache (nothing is downloaded)"
+            raise ConfigAbsent(f"no config for {role} {name!r}: no such folder, nor {where}"
+                               + (f": {str(error).splitlines()[0]}" if download else "")) from None
     if not (folder / "config.json").is_file():
         raise ConfigAbsent(f"{role} folder {name} has no config.json")
     try:
@@ -140,18 +141,18 @@ def local_config(name: str, role: str) -> PreTrainedConfig:
         raise ShapeError(f"cannot read the config of {role} {name}: {str(error).splitlines()[0]}") from None
 
 
-def composition_shape_config(source: ModelSource) -> LlavaConfig:
+def composition_shape_config(source: ModelSource, download: bool) -> LlavaConfig:
     if source.vision in SIGLIP_SHAPES:
         vision = vision_config(source.vision)
     else:
-        vision = local_config(source.vision, "vision model")
+        vision = local_config(source.vision, "vision model", download)
         vision = getattr(vision, "vision_config", vision)
     if source.llm in QWEN25_SHAPES:
         text, image_token = text_config(source.llm), QWEN25_TOKENIZER_TOKENS
     else:
-        text = local_config(source.llm, "LLM")
+        text = local_config(source.llm, "LLM", download)
         try:
-            image_token = len(AutoTokenizer.from_pretrained(source.llm, local_files_only=True))
+            image_token = len(AutoTokenizer.from_pretrained(source.llm, local_files_only=not download))
         except (OSError, ValueError) as error:
             raise ShapeError(f"cannot read the tokenizer of LLM {source.llm!r}: {str(error).splitlines()[0]}") \
                 from None
@@ -159,12 +160,13 @@ def composition_shape_config(source: ModelSource) -> LlavaConfig:
     return composition_config(vision, text, image_token, source.vision_feature_layer)
 
 
-def shape_of(source: ModelSource) -> ModelShape:
-    """The shape of the model a recipe's model source makes; ShapeError when its config cannot be read."""
+def shape_of(source: ModelSource, download: bool = False) -> ModelShape:
+    """The shape of the model a recipe's model source makes; ConfigAbsent when its config is not here (hub ids are
+    looked up in the local cache only, unless `download`), ShapeError when it cannot be read."""
     if source.path is not None:
-        config = local_config(source.path, "model")
+        config = local_config(source.path, "model", download)
     elif source.vision is not None:
-        config = composition_shape_config(source)
+        config = composition_shape_config(source, download)
     else:
         if not (Path(source.tokenizer) / "tokenizer.json").is_file():
             raise ConfigAbsent(f"preset {source.preset!r}: tokenizer folder {source.tokenizer} has no tokenizer.json "
