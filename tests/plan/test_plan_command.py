@@ -29,6 +29,7 @@ MISSING = [f"data.conversations: file not found: {PRETRAIN}",
 @pytest.fixture
 def fresh_clone(tmp_path, monkeypatch):
     """A folder without the recipe's data; the hub is off, so nothing could be downloaded."""
+    (tmp_path / "configs").symlink_to(PAPER.parents[1])  # the recipe by its relative path, as in a clone
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return tmp_path
@@ -153,3 +154,17 @@ def test_a_ready_teacher_not_there_is_named_without_downloading(fresh_clone, cap
     main(["plan", str(path)])
     out = capsys.readouterr().out
     assert line in out and "online Teacher unknown: no config for model 'checkpoints/teacher'" in out
+
+
+@pytest.mark.parametrize("options", [
+    ["--gpus", "8", "--gpu-memory", "80"],
+    ["--gpus", "4", "--gpu-memory", "24", "--engine", "zero3", "--gpu-tflops", "165"],
+])
+def test_docs_plan_md_holds_what_the_command_prints(fresh_clone, capsys, options):
+    """docs/plan.md (and the README's excerpts of it) show these commands' current output."""
+    main(["plan", "configs/paper/ckd-qwen2.5-0.5b.yaml", *options, "--data", f"{PRETRAIN}=558128,60,15",
+          "--data", f"{INSTRUCT}=665298,300,120"])
+    out = capsys.readouterr().out
+    repo = PAPER.parents[2]
+    assert out in (repo / "docs" / "plan.md").read_text()
+    assert out[out.index("\nGPU-hours (") + 1:] in (repo / "README.md").read_text()
