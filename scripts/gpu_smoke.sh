@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # GPU smoke benchmark: bf16 distill-step throughput and peak memory (chunked fused heads vs naive full logits)
+# and llava-ckd plan's memory estimate against the measured peak (benchmarks/plan_vs_measured.py --cuda)
 # of a Qwen2.5-0.5B-shaped LLaVA Student with a 1.5B-shaped online Teacher, random init (benchmarks/gpu_distill.py).
 #
 # Usage (from a clone, after `make setup`):  bash scripts/gpu_smoke.sh [benchmark options, e.g. --batch-size 4]
@@ -47,5 +48,13 @@ if [ "${rc}" -eq 124 ]; then
     echo "gpu_smoke: the benchmark ran past ${LIMIT_S} s and was stopped" >&2
 elif [ "${rc}" -ne 0 ]; then
     echo "gpu_smoke: the benchmark failed (exit ${rc})" >&2
+fi
+# llava-ckd plan's memory estimate vs torch.cuda.max_memory_allocated of a real distill step at two small shapes
+# (benchmarks/plan_vs_measured.py --cuda). Not yet run on a GPU: no device was available when it was added.
+timeout "${LIMIT_S}" "${PYTHON}" benchmarks/plan_vs_measured.py --cuda
+plan_rc=$?
+if [ "${plan_rc}" -ne 0 ]; then
+    echo "gpu_smoke: plan_vs_measured.py --cuda failed (exit ${plan_rc})" >&2
+    [ "${rc}" -ne 0 ] || rc="${plan_rc}"
 fi
 exit "${rc}"

@@ -56,11 +56,37 @@ def _cascade(args: argparse.Namespace) -> None:
     from llava_ckd.cascade import describe, plan_cascade, run_cascade
     from llava_ckd.distill.engines import processes
 
-    cascade = plan_cascade(Path(args.recipe))
+    cascade = plan_cascade(Path(args.recipe), missing_ok=args.dry_run)
     if processes().is_main_process:
         print(describe(cascade), flush=True)
     if not args.dry_run and (results := run_cascade(cascade, restart=args.restart)) is not None:
         print(results.read_text())
+
+
+def _plan(args: argparse.Namespace) -> None:
+    import json
+
+    from llava_ckd.cascade import plan_cascade
+    from llava_ckd.config import ConfigError
+    from llava_ckd.plan.cost import Assumptions, DataSize, Hardware, plan_costs
+    from llava_ckd.plan.render import render, to_json
+
+    hardware = Hardware(args.gpus, args.gpu_memory, args.engine, args.gpu_tflops, args.mfu).check()
+    files = {}
+    for given in args.data:
+        path, sep, size = given.partition("=")
+        if not sep:
+            raise ConfigError(f"--data: {given!r} is not FILE=SAMPLES,TEXT_TOKENS[,RESPONSE_TOKENS]")
+        files[Path(path)] = DataSize.parse(size, args.images_per_sample)
+    default = None
+    if args.samples is not None or args.tokens_per_sample is not None:
+        default = DataSize.parse(f"{args.samples},{args.tokens_per_sample}"
+                                 + (f",{args.response_tokens}" if args.response_tokens else ""), args.images_per_sample)
+    assumptions = Assumptions(files, default, args.sample)
+    plan = plan_costs(plan_cascade(Path(args.recipe), missing_ok=True), hardware, assumptions)
+    print(render(plan))
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(plan), indent=2) + "\n", encoding="utf-8")
 
 
 def _study(args: argparse.Namespace) -> None:
@@ -174,6 +200,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where a stage's folder holds work made from other inputs, delete it and train "
                               "that stage again instead of refusing")
     cascade.set_defaults(handler=_cascade)
+
+    plan = commands.add_parser("plan", help="what a cascade recipe will cost before it runs: parameters, memory per "
+                               "GPU under an engine, tokens, FLOPs and GPU-hours per stage and plan (nothing runs, "
+                               "nothing is downloaded; missing data and weights are named)")
+    plan.add_argument("recipe", help="cascade recipe YAML (e.g. configs/paper/ckd-qwen2.5-0.5b.yaml)")
+    plan.add_argument("--gpus", type=int, default=8, help="GPUs the stages run on (default 8)")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, metavar="GB", help="memory per GPU, 10^9 bytes "
+                      "(default 80)")
+    plan.add_argument("--engine", default="ddp", help="ddp, zero2, zero3 or fsdp (default ddp)")
+    plan.add_argument("--gpu-tflops", type=float, default=989.0, metavar="T",
+                      help="peak dense bf16 TFLOPS per GPU (default 989: H100 SXM; A100 312)")
+    plan.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
+    plan.add_argument("--sample", type=int, metavar="N", help="count tokens on N random records of each data file "
+                      "and scale up (the estimate's 95%% error is printed); default: every record")
+    plan.add_argument("--data", action="append", default=[], metavar="FILE=N,T[,R]",
+                      help="data file FILE is absent: assume N samples of T text tokens (image tokens come from the "
+                           "model), R of them labelled (default: all T); repeat per file")
+    plan.add_argument("--samples", type=int, metavar="N", help="with --tokens-per-sample: the same for every absent "
+                      "data file not given by --data")
+    plan.add_argument("--tokens-per-sample", type=int, metavar="T")
+    plan.add_argument("--response-tokens", type=int, metavar="R")
+    plan.add_argument("--images-per-sample", type=int, default=1, metavar="I", help="images per assumed sample "
+                      "(default 1)")
+    plan.add_argument("--json", metavar="OUT", help="also write the plan as JSON")
+    plan.set_defaults(handler=_plan)
 
     study = commands.add_parser("study", help="a recipe's plans over paired Student seeds, direct KD from every "
                                 "Teacher size, equal budgets: summary.json, tables and plots; resumable")

@@ -100,6 +100,7 @@ class Cascade:
     plans: dict[str, tuple[Node, ...]]             # plan -> the stages it needs, in run order
     students: dict[str, Node]                      # plan -> the stage that makes its final Student
     names: dict[str, str]                          # hash -> display name
+    missing: tuple[str, ...] = ()                  # inputs not there yet, one line each (field: what is missing)
 
     def name(self, node: Node) -> str:
         return self.names[node.hash]
@@ -158,6 +159,12 @@ class Expander:
         self.nodes: dict[str, Node] = {}
         self.routes: dict[tuple[str, str], Route] = {}
         self.expanding: list[tuple[str, str]] = []
+        self.missing: dict[str, str] = {}          # missing path -> the line naming it (the first field to read it)
+
+    def absent(self, path: object, line: str) -> dict[str, str]:
+        """Note a missing input; its stand-in fingerprint (the stage hashes change once the input exists)."""
+        self.missing.setdefault(str(path), line)
+        return {"missing": str(path)}
 
     def error(self, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {message}")
@@ -301,11 +308,19 @@ class Expander:
         return self.nodes.setdefault(node.hash, node)
 
     def data_files(self, data: DataConfig, where: str) -> dict[str, object]:
-        """The conversation file's sha256 and the fingerprint of the images it names."""
+        """The conversation file's sha256 and the fingerprint of the images it names; missing ones noted."""
         path = data.conversations
+        conversations = (file_sha256(path) if path.is_file()
+                         else self.absent(path, f"{where}: data.conversations: file not found: {path}"))
+        if data.images is not None and not Path(data.images).is_dir():
+            self.absent(data.images, f"{where}: data.images: folder not found: {data.images}")
         if not path.is_file():
-            raise self.error(f"{where}: data.conversations: file not found: {path}")
-        return {"data.conversations": file_sha256(path), "data.images": images_of(path, data.images)}
+            return {"data.conversations": conversations}
+        return {"data.conversations": conversations, "data.images": images_of(path, data.images)}
+
+    def check_images(self, folder: Path | str | None, where: str) -> None:
+        if folder is not None and not Path(folder).is_dir():
+            self.absent(folder, f"{where}: data.images: folder not found: {folder}")
 
     def source_files(self, source: ModelSource, where: str) -> dict[str, object]:
         """Fingerprints of a model source's local folders; a hub id stands for itself."""
@@ -318,7 +333,7 @@ class Expander:
             if folder.is_dir():
                 files[f"{where}.{field}"] = folder_files(folder)
             elif field in ("tokenizer", "vision_init") or not HUB_ID.match(str(value)):
-                raise self.error(f"{where}.{field}: folder not found: {value}")
+                files[f"{where}.{field}"] = self.absent(value, f"{where}.{field}: folder not found: {value}")
             else:
                 files[f"{where}.{field}"] = str(value)
         return files
@@ -346,15 +361,25 @@ def stage_names(stages: tuple[Node, ...], plans: dict[str, tuple[Node, ...]]) ->
     return names
 
 
-def expand(recipe: Recipe, source: Path) -> Cascade:
-    """The recipe's stages, after checking the files it names: models, tokenizers, data, evaluation data."""
-    if recipe.evaluation and not recipe.evaluation.data.is_dir():
-        raise ConfigError(f"{source}: evaluation.data: folder not found: {recipe.evaluation.data}")
-    capacities = chain_capacities(recipe, source)
+def expand(recipe: Recipe, source: Path, download: bool = False) -> Cascade:
+    """The recipe's stages, and every input it names that is not there (models, tokenizers, data, evaluation
+    data) in `Cascade.missing`: a stage whose input is missing has a provisional hash. `download`: the configs of
+    hub ids not in the local cache may be fetched (to count a Teacher's capacity)."""
+    capacities, missing = chain_capacities(recipe, source, download)
     check_chain_tokenizers(recipe, source)
     expander = Expander(recipe, source)
+    if recipe.evaluation and not recipe.evaluation.data.is_dir():
+        expander.absent(recipe.evaluation.data, f"evaluation.data: folder not found: {recipe.evaluation.data}")
     routes = {plan: expander.route(plan, STUDENT) for plan in recipe.plans}
     stages = student_last(node for route in routes.values() for node in route.stages)
     plans = {plan: tuple(node for node in stages if node in route.stages) for plan, route in routes.items()}
     students = {plan: route.final for plan, route in routes.items()}
-    return Cascade(recipe, source, capacities, stages, plans, students, stage_names(stages, plans))
+    missing += [line for line in expander.missing.values() if line not in missing]
+    return Cascade(recipe, source, capacities, stages, plans, students, stage_names(stages, plans), tuple(missing))
+
+
+def require_inputs(cascade: Cascade) -> Cascade:
+    """The cascade, when every input it names is there; else a ConfigError naming each missing one."""
+    if cascade.missing:
+        raise ConfigError(f"{cascade.source}: missing input(s):\n" + "\n".join(f"  {line}" for line in cascade.missing))
+    return cascade

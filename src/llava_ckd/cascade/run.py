@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from llava_ckd.cascade.expand import Cascade, Node, SignalsJob, expand
+from llava_ckd.cascade.expand import Cascade, Node, SignalsJob, expand, require_inputs
 from llava_ckd.cascade.lock import stage_lock
 from llava_ckd.cascade.recipe import load_recipe
 from llava_ckd.cascade.results import evaluate_plans, write_results
@@ -29,9 +29,12 @@ MANIFEST = "manifest.json"
 CASCADE_FILE = "cascade.json"
 
 
-def plan_cascade(recipe_path: Path) -> Cascade:
-    """Read, check and expand a recipe; nothing is trained."""
-    return expand(load_recipe(recipe_path), Path(recipe_path))
+def plan_cascade(recipe_path: Path, missing_ok: bool = False) -> Cascade:
+    """Read, check and expand a recipe; nothing is trained. Inputs that are not there (data, models, tokenizers)
+    are an error naming each of them, unless `missing_ok` (a dry run, `llava-ckd plan`: nothing is downloaded, not
+    even a config): then they are listed in `Cascade.missing`."""
+    cascade = expand(load_recipe(recipe_path), Path(recipe_path), download=not missing_ok)
+    return cascade if missing_ok else require_inputs(cascade)
 
 
 def read_manifest(node: Node) -> dict | None:
@@ -183,7 +186,8 @@ def run_cascade(cascade: Cascade, echo: Callable[[str], None] = print, restart: 
 def describe(cascade: Cascade) -> str:
     """The plan: one stage per line, in run order, with its Teacher, the plans using it and its status."""
     recipe = cascade.recipe
-    chain = " < ".join(f"{name} ({capacity:,} parameters)" for name, capacity in cascade.capacities.items())
+    chain = " < ".join(f"{name} ({'?' if capacity is None else f'{capacity:,}'} parameters)"
+                       for name, capacity in cascade.capacities.items())
     rows = [("#", "stage", "Teacher", "plans", "status")]
     rows += [(str(number), cascade.name(node), cascade.teacher_of(node), ", ".join(cascade.plans_of(node)),
               status(node)) for number, node in enumerate(cascade.stages, 1)]
@@ -194,4 +198,7 @@ def describe(cascade: Cascade) -> str:
     lines += ["", "stages of each plan, in run order (the last makes its Student):"]
     lines += [f"  {plan}: {' '.join(str(numbers[node.hash]) for node in nodes)}"
               for plan, nodes in cascade.plans.items()]
+    if cascade.missing:
+        lines += ["", f"missing inputs ({len(cascade.missing)}; the stage folders' hashes change once they are there):"]
+        lines += [f"  {line}" for line in cascade.missing]
     return "\n".join(lines)

@@ -172,11 +172,17 @@ def images_of(conversations: Path, image_folder: Path | None) -> dict:
 class ConversationEncoder:
     """Turns one LLaVA record into a `Sample`, or raises `SkipSample` saying why it cannot."""
 
-    def __init__(self, processor: ProcessorMixin, image_folder: Path | None, max_length: int):
-        self.tokenizer = processor.tokenizer
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, tokens_per_image: int, image_folder: Path | None,
+                 max_length: int):
+        self.tokenizer = tokenizer
+        self.tokens_per_image = tokens_per_image
         self.image_folder = image_folder
         self.max_length = max_length
-        self.tokens_per_image = image_token_count(processor)
+
+    @classmethod
+    def for_processor(cls, processor: ProcessorMixin, image_folder: Path | None, max_length: int
+                      ) -> ConversationEncoder:
+        return cls(processor.tokenizer, image_token_count(processor), image_folder, max_length)
 
     def messages(self, record: dict, n_images: int) -> list[dict]:
         turns = record.get("conversations")
@@ -250,7 +256,8 @@ def load_conversations(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    encoder = ConversationEncoder(processor, Path(image_folder).resolve() if image_folder else None, max_length)
+    encoder = ConversationEncoder.for_processor(processor, Path(image_folder).resolve() if image_folder else None,
+                                                max_length)
     cache = sample_cache(path, encoder)
     if cache.is_file():
         samples, report = read_cache(cache)
@@ -288,17 +295,18 @@ def encode_all(path: Path, encoder: ConversationEncoder) -> tuple[list[Sample], 
 CACHE_FORMAT = 2
 
 
-def sample_cache(path: Path, encoder: ConversationEncoder) -> Path:
-    """Where the checked samples of `path` are kept: keyed by the file's bytes, the tokenizer, the settings and
-    the name, size and mtime of every image the file names, so that an image changed since is checked again."""
+def sample_cache(path: Path, encoder: ConversationEncoder, kind: str = "samples", extra: tuple = ()) -> Path:
+    """Where the checked samples of `path` are kept (or, for another `kind`, what else is derived from them): keyed
+    by the file's bytes, the tokenizer, the settings, the name, size and mtime of every image the file names (so
+    that an image changed since is checked again) and `extra`."""
     key = hashlib.sha256()
     key.update(file_sha256(path).encode())
     key.update(encoder.tokenizer.backend_tokenizer.to_str().encode())
     settings = [CACHE_FORMAT, encoder.tokenizer.chat_template, encoder.tokens_per_image, encoder.max_length,
-                images_of(path, encoder.image_folder)]
+                images_of(path, encoder.image_folder), *extra]
     key.update(json.dumps(settings).encode())
     root = Path(os.environ.get("LLAVA_CKD_CACHE", Path.home() / ".cache" / "llava_ckd"))
-    return root / "samples" / f"{path.stem}-{key.hexdigest()[:24]}.json"
+    return root / kind / f"{path.stem}-{key.hexdigest()[:24]}.json"
 
 
 def write_cache(cache: Path, samples: list[Sample], report: SkipReport) -> None:

@@ -177,10 +177,11 @@ def composition_config(
     )
 
 
-def composition_tokenizer(llm: str | Path) -> PreTrainedTokenizerBase:
+def composition_tokenizer(llm: str | Path, local_files_only: bool = False) -> PreTrainedTokenizerBase:
     """The LLM's tokenizer with the `<image>` token added when missing, as a composition uses it."""
     location = checkpoint_location(llm, "LLM")
-    tokenizer = loading(location, "LLM", lambda: AutoTokenizer.from_pretrained(location))
+    tokenizer = loading(location, "LLM",
+                        lambda: AutoTokenizer.from_pretrained(location, local_files_only=local_files_only))
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     return tokenizer

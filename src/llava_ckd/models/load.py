@@ -31,10 +31,11 @@ def preset_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
 
 
 def tokenizer_from_source(source: ModelSource) -> PreTrainedTokenizerBase:
-    """The tokenizer the model of `source` is trained with, read without loading any weights."""
+    """The tokenizer the model of `source` is trained with, read from local files only (a hub id not in the
+    local cache raises ModelError), without loading any weights."""
     if source.path is not None:
         location = checkpoint_location(source.path)
-        return loading(location, "model", lambda: AutoTokenizer.from_pretrained(location))
+        return loading(location, "model", lambda: AutoTokenizer.from_pretrained(location, local_files_only=True))
     if source.vision is not None:
-        return composition_tokenizer(source.llm)
+        return composition_tokenizer(source.llm, local_files_only=True)
     return preset_tokenizer(source)

@@ -1,0 +1,176 @@
+"""Exact parameter counts and the widths the memory and FLOP rules need, of any model a recipe names, on the meta
+device: no weights are read or downloaded, a config is enough.
+
+Where the config comes from: a preset's from its tokenizer folder (the vocabulary sets the embedding rows); a
+composition of published checkpoints (`models/published.py`) from their known shapes, any other from its config
+(local folder or the local hub cache, never the network); a checkpoint folder from its config.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    PreTrainedConfig,
+)
+
+from llava_ckd.config import ModelSource
+from llava_ckd.models.build import composition_config, image_token_id
+from llava_ckd.models.parts import PARTS, part_of
+from llava_ckd.models.presets import preset_config
+from llava_ckd.models.published import QWEN25_SHAPES, QWEN25_TOKENIZER_TOKENS, SIGLIP_SHAPES, text_config, vision_config
+
+FSDP_UNITS = ("Qwen2DecoderLayer", "SiglipEncoderLayer", "CLIPEncoderLayer")
+"""The layer classes configs/accelerate/fsdp.yaml wraps (FSDP2 units; the rest forms the root unit)."""
+
+
+class ShapeError(ValueError):
+    """A model whose config is there but cannot be read, or of a family the rules do not cover."""
+
+
+class ConfigAbsent(ShapeError):
+    """A model whose config is not here: a folder not there yet, a hub id not in the local cache."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Exact parameter counts of one VLM (vision tower + projector + LLM) and its widths."""
+
+    parts: dict[str, int]
+    """Parameters per part: vision, projector, llm (the LLM with its embeddings, and its LM head when untied)."""
+    input_embedding: int
+    hidden: int
+    kv_hidden: int
+    intermediate: int
+    layers: int
+    head_rows: int
+    tied: bool
+    vision_hidden: int
+    vision_layers: int
+    image_tokens: int
+    """Tokens one image becomes (fixed-resolution LLaVA layout)."""
+    largest_module: int
+    """Most parameters held directly by one module (DeepSpeed's "largest layer": the embedding or the head)."""
+    decoder_layer: int
+    fsdp_root: int
+    """Parameters outside FSDP's layer units: embeddings, LM head, projector, the vision tower's non-layer parts."""
+    fsdp_root_trained: dict[str, int]
+    """The root unit's parameters per part."""
+    fsdp_unit: int
+    """Parameters of the largest layer unit."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def count(self, parts) -> int:
+        return sum(self.parts[part] for part in parts)
+
+    @property
+    def llm_matmul(self) -> int:
+        """LLM parameters that multiply every token (all but the input embedding, a lookup, and the LM head)."""
+        head = 0 if self.tied else self.head_rows * self.hidden
+        return self.parts["llm"] - self.input_embedding - head
+
+
+def count_shape(config: PreTrainedConfig) -> ModelShape:
+    """Build the model of `config` on the meta device and count its parameters."""
+    with torch.device("meta"):
+        if isinstance(config, LlavaConfig):
+            model = LlavaForConditionalGeneration(config)
+        else:
+            model = AutoModelForImageTextToText.from_config(config)
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())  # a tied parameter is listed once
+
+    parts = dict.fromkeys(PARTS, 0)
+    for name, parameter in model.named_parameters():
+        parts[part_of(name)] += parameter.numel()
+    units = {name: count(m) for name, m in model.named_modules() if type(m).__name__ in FSDP_UNITS}
+    outside = {name: p for name, p in model.named_parameters() if not any(name.startswith(u + ".") for u in units)}
+    root_parts = dict.fromkeys(PARTS, 0)
+    for name, parameter in outside.items():
+        root_parts[part_of(name)] += parameter.numel()
+    text, vision = config.text_config, config.vision_config
+    image_tokens = getattr(config, "image_seq_length", None)
+    if image_tokens is None:
+        raise ShapeError(f"{type(config).__name__}: image tokens per image unknown (dynamic resolution)")
+    return ModelShape(
+        parts=parts,
+        input_embedding=model.get_input_embeddings().weight.numel(),
+        hidden=text.hidden_size,
+        kv_hidden=text.num_key_value_heads * text.hidden_size // text.num_attention_heads,
+        intermediate=text.intermediate_size,
+        layers=text.num_hidden_layers,
+        head_rows=model.get_output_embeddings().weight.shape[0],
+        tied=model.get_output_embeddings().weight is model.get_input_embeddings().weight,
+        vision_hidden=vision.hidden_size,
+        vision_layers=vision.num_hidden_layers,
+        image_tokens=image_tokens,
+        largest_module=max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()),
+        decoder_layer=count(model.model.language_model.layers[0]),
+        fsdp_root=sum(root_parts.values()),
+        fsdp_root_trained=root_parts,
+        fsdp_unit=max(units.values(), default=0),
+    )
+
+
+def local_config(name: str, role: str, download: bool = False) -> PreTrainedConfig:
+    """The config of a local folder or of a hub id in the local cache (from the hub too, if `download`)."""
+    folder = Path(name)
+    if not folder.is_dir():
+        try:
+            return AutoConfig.from_pretrained(name, local_files_only=not download)
+        except (OSError, ValueError) as error:
+            where = "a hub id that loads" if download else "a hub id in the local cache (nothing is downloaded)"
+            raise ConfigAbsent(f"no config for {role} {name!r}: no such folder, nor {where}"
+                               + (f": {str(error).splitlines()[0]}" if download else "")) from None
+    if not (folder / "config.json").is_file():
+        raise ConfigAbsent(f"{role} folder {name} has no config.json")
+    try:
+        return AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ShapeError(f"cannot read the config of {role} {name}: {str(error).splitlines()[0]}") from None
+
+
+def composition_shape_config(source: ModelSource, download: bool) -> LlavaConfig:
+    if source.vision in SIGLIP_SHAPES:
+        vision = vision_config(source.vision)
+    else:
+        vision = local_config(source.vision, "vision model", download)
+        vision = getattr(vision, "vision_config", vision)
+    if source.llm in QWEN25_SHAPES:
+        text, image_token = text_config(source.llm), QWEN25_TOKENIZER_TOKENS
+    else:
+        text = local_config(source.llm, "LLM", download)
+        try:
+            image_token = len(AutoTokenizer.from_pretrained(source.llm, local_files_only=not download))
+        except (OSError, ValueError) as error:
+            raise ShapeError(f"cannot read the tokenizer of LLM {source.llm!r}: {str(error).splitlines()[0]}") \
+                from None
+    # compose_vlm appends <image> to the tokenizer: its id is the tokenizer's length, inside Qwen2.5's padded rows
+    return composition_config(vision, text, image_token, source.vision_feature_layer)
+
+
+def shape_of(source: ModelSource, download: bool = False) -> ModelShape:
+    """The shape of the model a recipe's model source makes; ConfigAbsent when its config is not here (hub ids are
+    looked up in the local cache only, unless `download`), ShapeError when it cannot be read."""
+    if source.path is not None:
+        config = local_config(source.path, "model", download)
+    elif source.vision is not None:
+        config = composition_shape_config(source, download)
+    else:
+        if not (Path(source.tokenizer) / "tokenizer.json").is_file():
+            raise ConfigAbsent(f"preset {source.preset!r}: tokenizer folder {source.tokenizer} has no tokenizer.json "
+                             "(the vocabulary sets the embedding rows)")
+        tokenizer = AutoTokenizer.from_pretrained(source.tokenizer)
+        config = preset_config(source.preset, len(tokenizer), image_token_id(tokenizer), tokenizer.pad_token_id)
+    return count_shape(config)
