@@ -64,8 +64,9 @@ def test_pretrain_stage_changes_only_the_projector(colour_dataset, tokenizer_dir
 def test_interrupted_stage_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
     colour_dataset, tokenizer_dir, tmp_path, monkeypatch
 ):
-    reference = weights(run_stage(StageConfig.model_validate(
-        stage_dict(colour_dataset, tokenizer_dir, tmp_path / "reference"))))
+    reference_final = run_stage(StageConfig.model_validate(
+        stage_dict(colour_dataset, tokenizer_dir, tmp_path / "reference")))
+    reference = weights(reference_final)
 
     config = StageConfig.model_validate(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "interrupted"))
     original_step = Trainer.training_step
@@ -93,6 +94,14 @@ def test_interrupted_stage_resumes_from_its_checkpoint_and_matches_an_uninterrup
     resumed = weights(final)
     for name, tensor in reference.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
+
+    # train_loss is the mean over all 6 steps (the logged losses are means over steps 1-2, 3-4, 5-6), the same to
+    # the last bit whether the stage resumed (from step 3, between two logs) or not
+    reference_loss = json.loads((reference_final / "metrics.json").read_text())["train_loss"]
+    logged = [entry["loss"] for entry in json.loads(
+        (tmp_path / "reference" / "checkpoint-6" / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
+    assert reference_loss == pytest.approx(sum(logged) / len(logged), rel=1e-6)
+    assert json.loads((final / "metrics.json").read_text())["train_loss"] == reference_loss
 
 
 def test_config_errors_name_the_file_and_field(tmp_path, colour_dataset, tokenizer_dir):

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, get_scheduler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from llava_ckd.config import ScheduleWindow
 from llava_ckd.distill.loss import Distiller, TargetCounts
 from llava_ckd.distill.teachers import OnlineTeacher
+
+log = logging.getLogger(__name__)
+
+LOSS_SUM_FILE = "loss_sum.json"
 
 
 def _shifted(factor: Callable[[int], float], start: int, step: int) -> float:
@@ -29,6 +37,38 @@ class StageTrainer(Trainer):
         self._term_sums: dict[str, torch.Tensor] = {}
         self._windows_since_log = 0
         self.loss_is_scaled_for_ga = True  # every term is divided by its count over the accumulation window
+        self._loss_sum: torch.Tensor | None = None  # of every step of the stage so far, runs before a resume included
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        """`train_loss` in the metrics is the mean loss over all steps of the stage, also when it resumed.
+
+        (Transformers' own averages over the steps of this run alone.) The loss of each step is added in float64 to a
+        sum that checkpoints keep, so a resumed stage reports exactly the uninterrupted run's figure.
+        """
+        self._loss_sum = loss_sum_at(resume_from_checkpoint)
+        if self._loss_sum is not None:
+            self._loss_sum = self._loss_sum.to(self.args.device)
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        return output._replace(training_loss=output.metrics["train_loss"])  # as `log` set it
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._loss_sum is not None:
+            self._loss_sum += loss
+        return loss
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Also keeps the stage's loss sum, written before `trainer_state.json` (which marks a checkpoint whole)."""
+        if self._loss_sum is not None:
+            self._loss_sum = self._process_mean(self._loss_sum)  # every process goes on from the value kept
+            if self.args.should_save:
+                folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / LOSS_SUM_FILE).write_text(json.dumps({"loss_sum": float(self._loss_sum)}))
+        super()._save_checkpoint(model, trial)
+
+    def _process_mean(self, value: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(value, reduction="mean") if self.args.world_size > 1 else value
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The stage's own schedule, or its window of one schedule over a chain of stages (`schedule_window`)."""
@@ -74,6 +114,8 @@ class StageTrainer(Trainer):
                 totals = self.accelerator.reduce(totals, reduction="sum")
             logs |= {name: float(total) / self._windows_since_log for name, total in zip(names, totals, strict=True)}
             self._term_sums, self._windows_since_log = {}, 0
+        if "train_loss" in logs and self._loss_sum is not None:  # the end of training: the stage's mean (`train`)
+            logs["train_loss"] = float(self._process_mean(self._loss_sum)) / max(self.state.global_step, 1)
         super().log(logs, start_time)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -88,3 +130,15 @@ class StageTrainer(Trainer):
         model = self.accelerator.unwrap_model(model or self.model)
         restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
         model.load_state_dict(restored.state_dict())
+
+
+def loss_sum_at(checkpoint: str | None) -> torch.Tensor | None:
+    """The loss sum a checkpoint kept (zero for a fresh start; None for checkpoints written without one)."""
+    if checkpoint is None:
+        return torch.zeros((), dtype=torch.float64)
+    path = Path(checkpoint) / LOSS_SUM_FILE
+    if not path.is_file():
+        log.warning("%s has no %s: train_loss will be the mean over the steps run from it on", checkpoint,
+                    LOSS_SUM_FILE)
+        return None
+    return torch.tensor(json.loads(path.read_text())["loss_sum"], dtype=torch.float64)
