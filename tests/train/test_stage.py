@@ -1,9 +1,4 @@
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -117,40 +112,6 @@ def test_config_errors_name_the_file_and_field(tmp_path, colour_dataset, tokeniz
         load_stage_config(tmp_path / "absent.yaml")
     path.write_text(yaml.safe_dump(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "run")))
     assert load_stage_config(path, ["max_steps=9", "data.max_length=32"]).data.max_length == 32
-
-
-@pytest.mark.slow
-def test_sigkilled_training_command_resumes_and_ends_with_the_uninterrupted_weights(
-    colour_dataset, tokenizer_dir, tmp_path
-):
-    def config_file(name):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(stage_dict(colour_dataset, tokenizer_dir, tmp_path / name,
-                                                  max_steps=60, save_steps=10)))
-        return path
-
-    command = [sys.executable, "-m", "llava_ckd.cli", "train"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([*command, str(config_file("reference"))], check=True, env=env, capture_output=True)
-
-    killed = config_file("killed")
-    process = subprocess.Popen([*command, str(killed)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (tmp_path / "killed" / "checkpoint-30" / "trainer_state.json").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (tmp_path / "killed" / "final").exists()
-
-    resumed = subprocess.run([*command, str(killed)], check=True, env=env, capture_output=True, text=True)
-    assert "resuming from" in resumed.stderr
-    state = json.loads((tmp_path / "killed" / "final" / "metrics.json").read_text())
-    assert state["global_step"] == 60
-    reference, result = weights(tmp_path / "reference" / "final"), weights(tmp_path / "killed" / "final")
-    for name, tensor in reference.items():
-        torch.testing.assert_close(result[name], tensor, rtol=0, atol=0)
 
 
 def logged_learning_rates(output_dir, checkpoint) -> list[float]:
