@@ -11,9 +11,11 @@ scheduler, RNG state, trainer_state.json, rotation of old checkpoints; weights a
 many kills land inside saves; the last kill waits for the save of `final/`. Then one more run goes to the end.
 
 Each child appends what it is doing to a marker file; the last marker before a kill says where the kill landed.
-The table printed at the end gives, for each kill, where it landed, which complete checkpoints it left, and what
-the next run did (resumed from which checkpoint, deleted which checkpoint cut short). The exit status is 1 if any
-run failed or the final weights (or train_loss) differ from the reference's; `--json` writes the whole report.
+The table printed at the end gives, for each kill, where it landed, what it left (complete checkpoints, any
+`checkpoint-N` folder that is not complete, saves cut short in their staging folders) and which checkpoint the next
+run resumed from. Nothing is ever deleted by this script: the runs have to cope with what each kill left. The exit
+status is 1 if any run failed or the final weights (or train_loss) differ from the reference's; `--json` writes
+the whole report.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,6 +60,7 @@ def run_child(config: Path, output_dir: Path, markers: Path, save_delay: float) 
     from transformers import ProcessorMixin, Trainer, TrainerState
 
     import llava_ckd.train.stage as stage
+    import llava_ckd.train.trainer
     from llava_ckd.cli import main
     from llava_ckd.train.trainer import StageTrainer
 
@@ -83,7 +87,8 @@ def run_child(config: Path, output_dir: Path, markers: Path, save_delay: float) 
     parts = [(Trainer, "save_model", "weights"), (ProcessorMixin, "save_pretrained", "processor"),
              (Trainer, "_save_optimizer_and_scheduler", "optimizer and scheduler"),
              (Trainer, "_save_rng_state", "rng state"), (TrainerState, "save_to_json", "trainer_state.json"),
-             (transformers.trainer, "rotate_checkpoints", "rotation of old checkpoints")]
+             (transformers.trainer, "rotate_checkpoints", "the trainer's rotation inside checkpoint.partial"),
+             (llava_ckd.train.trainer, "rotate_checkpoints", "rotation of old checkpoints")]
     for owner, name, part in parts:
         setattr(owner, name, marked(getattr(owner, name), markers, f"part {part}", save_delay))
     main(["train", str(config), "--set", f"output_dir={output_dir}"])
@@ -101,11 +106,11 @@ class Run:
     killed_at_s: float | None = None    # seconds after the run's launch
     landed: str = ""                    # where the kill landed (from the last marker)
     inside_save: str | None = None      # "checkpoint-N" or "final" when it landed inside a save
-    complete_after: list[str] = field(default_factory=list)   # complete checkpoints the kill left
-    final_partial: bool = False         # final.partial left behind
+    complete_left: list[str] = field(default_factory=list)     # complete checkpoints the kill left
+    incomplete_left: list[str] = field(default_factory=list)   # checkpoint-N folders it left that are not complete
+    partial_left: list[str] = field(default_factory=list)      # saves it cut short, in their staging folders
     exit_code: int | None = None
-    resumed_from: str | None = None     # what this run found at its start
-    deleted_cut_short: list[str] = field(default_factory=list)
+    resumed_from: str | None = None     # the checkpoint this run resumed from, "start", or None: killed before
 
 
 def read_markers(path: Path) -> list[tuple[float, str]]:
@@ -137,17 +142,27 @@ def where_it_landed(markers: list[tuple[float, str]]) -> tuple[str, str | None]:
     return f"after '{last}'", None
 
 
-def complete_checkpoints(output_dir: Path) -> list[str]:
+def checkpoints(output_dir: Path, complete: bool) -> list[str]:
     from llava_ckd.train.stage import checkpoint_complete
 
-    found = [path for path in output_dir.glob("checkpoint-*") if path.is_dir() and checkpoint_complete(path)]
+    found = [path for path in output_dir.glob("checkpoint-*")
+             if re.fullmatch(r"checkpoint-\d+", path.name) and checkpoint_complete(path) == complete]
     return [path.name for path in sorted(found, key=lambda path: int(path.name.split("-")[1]))]
 
 
-def what_the_run_found(log_text: str) -> tuple[str, list[str]]:
+def partial_saves(output_dir: Path) -> list[str]:
+    from llava_ckd.train.trainer import CHECKPOINT_STAGING
+
+    staging = output_dir / CHECKPOINT_STAGING
+    found = [f"{staging.name}/{path.name}" for path in staging.iterdir()] if staging.is_dir() else []
+    return found + (["final.partial"] if (output_dir / "final.partial").exists() else [])
+
+
+def resumed_from(log_text: str, markers: list[tuple[float, str]]) -> str | None:
+    if TRAIN_BEGIN not in (event for _, event in markers):
+        return None
     resumed = re.search(r"resuming from \S*?(checkpoint-\d+)", log_text)
-    deleted = re.findall(r"skipping \S*?(checkpoint-\d+): its save was cut short", log_text)
-    return (resumed.group(1) if resumed else "start"), deleted
+    return resumed.group(1) if resumed else "start"
 
 
 class Child:
@@ -215,11 +230,13 @@ def kill_test(config: Path, work: Path, kills: int, seed: int, save_delay: float
         else:
             child.process.wait(timeout=timeout)
         run.exit_code = child.process.returncode
-        run.resumed_from, run.deleted_cut_short = what_the_run_found(child.log.read_text())
+        markers = read_markers(child.markers)
+        run.resumed_from = resumed_from(child.log.read_text(), markers)
         if run.killed_at_s is not None:
-            run.landed, run.inside_save = where_it_landed(read_markers(child.markers))
-            run.complete_after = complete_checkpoints(output_dir)
-            run.final_partial = (output_dir / "final.partial").exists()
+            run.landed, run.inside_save = where_it_landed(markers)
+            run.complete_left = checkpoints(output_dir, complete=True)
+            run.incomplete_left = checkpoints(output_dir, complete=False)
+            run.partial_left = partial_saves(output_dir)
         runs.append(run)
         if run.exit_code not in (0, -signal.SIGKILL):
             print(f"run {number} failed with exit status {run.exit_code}: see {child.log}", file=sys.stderr)
@@ -254,23 +271,26 @@ def compare(reference: Path, result: Path) -> dict:
 def print_report(report: dict) -> None:
     runs = report["runs"]
     print("| run | drawn instant | killed at | where the kill landed | complete checkpoints left | "
-          "next run resumed from | cut short, deleted by the next run |")
-    print("|---|---|---|---|---|---|---|")
+          "incomplete checkpoint-N left | partial save left | next run resumed from |")
+    print("|---|---|---|---|---|---|---|---|")
     for run, following in zip(runs, runs[1:] + [None], strict=True):
         if run["killed_at_s"] is None:
             continue
-        checkpoints = run["complete_after"]
-        left = (f"{len(checkpoints)}, newest {checkpoints[-1]}" if checkpoints else "none") + (
-            " + final.partial" if run["final_partial"] else "")
+        complete = run["complete_left"]
+        resumed = following["resumed_from"] or "(killed before it looked)"
         print(f"| {run['number']} | {run['delay_s']:.2f} s after {run['anchor']} | {run['killed_at_s']:.2f} s | "
-              f"{run['landed']} | {left} | {following['resumed_from'] if following else '-'} | "
-              f"{', '.join(following['deleted_cut_short']) if following else '-'} |")
+              f"{run['landed']} | {f'{len(complete)}, newest {complete[-1]}' if complete else 'none'} | "
+              f"{', '.join(run['incomplete_left']) or 'none'} | {', '.join(run['partial_left']) or '-'} | "
+              f"{resumed} |")
     killed = [run for run in runs if run["killed_at_s"] is not None]
     inside = [run for run in killed if run["inside_save"]]
+    parts = Counter(run["landed"].split(", at ")[-1] for run in inside if ", at " in run["landed"])
     print(f"\nkills: {len(killed)}; inside a save: {len(inside)} "
           f"({sum(run['inside_save'] != 'final' for run in inside)} of checkpoints, "
           f"{sum(run['inside_save'] == 'final' for run in inside)} of final/); "
-          f"before the first checkpoint: {sum(not run['complete_after'] for run in killed)}")
+          f"before the first checkpoint: {sum(not run['complete_left'] for run in killed)}; "
+          f"incomplete checkpoint-N folders left: {sum(len(run['incomplete_left']) for run in killed)}")
+    print("inside saves, by part: " + ", ".join(f"{part} {count}" for part, count in sorted(parts.items())))
     print(f"runs: {len(runs)}, failed: {sum(run['exit_code'] not in (0, -signal.SIGKILL) for run in runs)}; "
           f"final weights equal to the uninterrupted run's, bit for bit: {report['weights_equal']}; "
           f"train_loss equal: {report['train_loss_equal']}")

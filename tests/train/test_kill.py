@@ -35,9 +35,11 @@ def test_a_stage_killed_at_random_instants_and_rerun_ends_with_the_uninterrupted
     assert finished.returncode == 0
     assert len(killed) == 22 and runs[-1]["killed_at_s"] is None and len(runs) == 23
     assert all(run["exit_code"] == -9 for run in killed) and runs[-1]["exit_code"] == 0
-    assert not killed[0]["complete_after"], "the first kill comes before the first checkpoint"
+    assert not killed[0]["complete_left"], "the first kill comes before the first checkpoint"
     assert sum(run["inside_save"] not in (None, "final") for run in killed) >= 5
-    assert killed[-1]["inside_save"] == "final" and killed[-1]["final_partial"]
+    assert any(run["partial_left"][:1] == [f"checkpoint.partial/{run['inside_save']}"] for run in killed)
+    assert killed[-1]["inside_save"] == "final" and killed[-1]["partial_left"] == ["final.partial"]
+    assert not any(run["incomplete_left"] for run in killed), "every checkpoint-N folder is whole"
     assert report["global_step"] == 80
     reference, result = (load_file(work / name / "final" / "model.safetensors") for name in ("reference", "killed"))
     assert reference.keys() == result.keys()

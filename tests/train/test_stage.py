@@ -99,6 +99,32 @@ def test_interrupted_stage_resumes_from_its_checkpoint_and_matches_an_uninterrup
     assert json.loads((final / "metrics.json").read_text())["train_loss"] == reference_loss
 
 
+def test_a_checkpoint_save_cut_short_leaves_no_checkpoint_folder_and_the_rerun_resumes_from_the_one_before(
+    colour_dataset, tokenizer_dir, tmp_path, monkeypatch, caplog
+):
+    config = StageConfig.model_validate(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "run", save_steps=2))
+    original_save = Trainer._save_rng_state
+
+    def cut_short_at_step_four(self, output_dir):
+        if self.state.global_step == 4:  # as a kill after the weights and the optimizer, before the RNG state
+            raise KeyboardInterrupt
+        original_save(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_rng_state", cut_short_at_step_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config)
+    monkeypatch.setattr(Trainer, "_save_rng_state", original_save)
+    assert sorted(p.name for p in config.output_dir.glob("checkpoint*")) == ["checkpoint-2", "checkpoint.partial"]
+    written = {p.name for p in (config.output_dir / "checkpoint.partial" / "checkpoint-4").iterdir()}
+    assert {"model.safetensors", "optimizer.pt"} <= written and "trainer_state.json" not in written
+
+    caplog.set_level("INFO", logger="llava_ckd")
+    final = run_stage(config)
+    assert f"resuming from {config.output_dir / 'checkpoint-2'}" in caplog.text
+    assert sorted(p.name for p in config.output_dir.glob("checkpoint*")) == ["checkpoint-4", "checkpoint-6"]
+    assert json.loads((final / "metrics.json").read_text())["global_step"] == 6
+
+
 def test_config_errors_name_the_file_and_field(tmp_path, colour_dataset, tokenizer_dir):
     path = tmp_path / "stage.yaml"
     path.write_text(yaml.safe_dump(stage_dict(colour_dataset, tokenizer_dir, tmp_path / "run", lr=0.1)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, get_scheduler
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from llava_ckd.config import ScheduleWindow
 from llava_ckd.distill.loss import Distiller, TargetCounts
@@ -20,6 +21,7 @@ from llava_ckd.distill.teachers import OnlineTeacher
 log = logging.getLogger(__name__)
 
 LOSS_SUM_FILE = "loss_sum.json"
+CHECKPOINT_STAGING = "checkpoint.partial"
 
 
 def _shifted(factor: Callable[[int], float], start: int, step: int) -> float:
@@ -38,6 +40,7 @@ class StageTrainer(Trainer):
         self._windows_since_log = 0
         self.loss_is_scaled_for_ga = True  # every term is divided by its count over the accumulation window
         self._loss_sum: torch.Tensor | None = None  # of every step of the stage so far, runs before a resume included
+        self._saving_into: Path | None = None  # while a checkpoint is written: where (see `_save_checkpoint`)
 
     def train(self, resume_from_checkpoint: str | None = None, **kwargs):
         """`train_loss` in the metrics is the mean loss over all steps of the stage, also when it resumed.
@@ -58,14 +61,35 @@ class StageTrainer(Trainer):
         return loss
 
     def _save_checkpoint(self, model, trial) -> None:
-        """Also keeps the stage's loss sum, written before `trainer_state.json` (which marks a checkpoint whole)."""
+        """Write the checkpoint into `checkpoint.partial/` and rename it to `checkpoint-N` once every process has
+        written its part, then delete the oldest beyond `save_total_limit`: a kill at any instant leaves whole
+        checkpoints only. (`Trainer` writes in place, and its processes write their RNG states and optimizer
+        shards without waiting for each other.) The checkpoint also keeps the stage's loss sum (see `train`)."""
+        run_dir = Path(self._get_output_dir(trial))
+        staging, name = run_dir / CHECKPOINT_STAGING, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # a save cut short
+        self.accelerator.wait_for_everyone()
         if self._loss_sum is not None:
             self._loss_sum = self._process_mean(self._loss_sum)  # every process goes on from the value kept
             if self.args.should_save:
-                folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / LOSS_SUM_FILE).write_text(json.dumps({"loss_sum": float(self._loss_sum)}))
-        super()._save_checkpoint(model, trial)
+                (staging / name).mkdir(parents=True)
+                (staging / name / LOSS_SUM_FILE).write_text(json.dumps({"loss_sum": float(self._loss_sum)}))
+        self._saving_into = staging
+        try:
+            super()._save_checkpoint(model, trial)  # into staging/checkpoint-N; its rotation sees that one alone
+        finally:
+            self._saving_into = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            shutil.rmtree(run_dir / name, ignore_errors=True)  # a same-named one from an earlier run
+            (staging / name).rename(run_dir / name)
+            staging.rmdir()
+            rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+
+    def _get_output_dir(self, trial) -> str:
+        return str(self._saving_into) if self._saving_into else super()._get_output_dir(trial)
 
     def _process_mean(self, value: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(value, reduction="mean") if self.args.world_size > 1 else value
