@@ -49,7 +49,7 @@ def _train(args: argparse.Namespace) -> None:
     from llava_ckd.config import load_stage_config
     from llava_ckd.train.stage import run_stage
 
-    run_stage(load_stage_config(Path(args.config), overrides=args.set))
+    run_stage(load_stage_config(Path(args.config), overrides=args.set), restart=args.restart)
 
 
 def _cascade(args: argparse.Namespace) -> None:
@@ -59,7 +59,7 @@ def _cascade(args: argparse.Namespace) -> None:
     cascade = plan_cascade(Path(args.recipe))
     if processes().is_main_process:
         print(describe(cascade), flush=True)
-    if not args.dry_run and (results := run_cascade(cascade)) is not None:
+    if not args.dry_run and (results := run_cascade(cascade, restart=args.restart)) is not None:
         print(results.read_text())
 
 
@@ -161,12 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="stage YAML")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set max_steps=10 (repeatable)")
+    train.add_argument("--restart", action="store_true",
+                       help="if the output folder holds work made from other inputs (config, data, images, "
+                            "models), delete it and train from the start instead of refusing")
     train.set_defaults(handler=_train)
 
     cascade = commands.add_parser("cascade", help="run a cascade recipe: Teachers, then the Student of every plan "
                                   "(none, direct, top-down, bottom-up), then evaluation; finished stages are reused")
     cascade.add_argument("recipe", help="cascade recipe YAML (see configs/cascade/demo.yaml)")
     cascade.add_argument("--dry-run", action="store_true", help="print the stages of each plan and run nothing")
+    cascade.add_argument("--restart", action="store_true",
+                         help="where a stage's folder holds work made from other inputs, delete it and train "
+                              "that stage again instead of refusing")
     cascade.set_defaults(handler=_cascade)
 
     study = commands.add_parser("study", help="a recipe's plans over paired Student seeds, direct KD from every "
@@ -236,9 +242,11 @@ def user_errors(debug: bool = False) -> tuple[type[BaseException], ...]:
     from llava_ckd.eval.run import EvalRunError
     from llava_ckd.models.build import ModelError
     from llava_ckd.study.run import StudyError
+    from llava_ckd.train.inputs import StageInputsChanged
+    from llava_ckd.train.trainer import LossNotFinite
 
     return (ConfigError, DataError, CacheError, EvalDataError, EvalRunError, UnknownBenchmarkError, ModelError,
-            StudyError, FileNotFoundError)
+            StudyError, StageInputsChanged, LossNotFinite, FileNotFoundError)
 
 
 def error_line(err: BaseException) -> str:

@@ -11,7 +11,7 @@ import yaml
 
 from llava_ckd.cascade import plan_cascade
 from llava_ckd.models import build_preset
-from llava_ckd.train.stage import FINAL, resolved_config_text
+from llava_ckd.train.inputs import FINAL, claim_output_dir, stage_inputs, write_inputs
 
 TEMPLATE = [{"name": "pretrain", "kind": "pretrain", "max_steps": 1},
             {"name": "sft", "kind": "sft", "max_steps": 2},
@@ -67,11 +67,13 @@ def fake_training(monkeypatch):
     """Replace training with writing `final/` (the resolved config, metrics): returns the trained output dirs."""
     trained: list[Path] = []
 
-    def run_stage(config, callbacks=()):
+    def run_stage(config, callbacks=(), restart=False):
         trained.append(config.output_dir)
+        inputs = stage_inputs(config)
+        claim_output_dir(config, inputs, restart)
         final = config.output_dir / FINAL
         final.mkdir(parents=True, exist_ok=True)
-        (final / "stage.yaml").write_text(resolved_config_text(config))
+        write_inputs(final, inputs)
         (final / "metrics.json").write_text(json.dumps({"global_step": config.max_steps}))
         return final
 

@@ -40,6 +40,8 @@ def dft(**fields):
      "overrides.0.stage: no stage 'dpt'; the template has pretrain, sft, dft"),
     ({"overrides": [{"stage": "sft", "set": {"kind": "pretrain"}}]},
      "overrides.0.set.kind: an override cannot change a stage's kind"),
+    ({"stages": [{"name": "sft", "kind": "sft"}, dft(teachers=[])]},
+     "stages.1.teachers: Value error, an empty list distils from nobody"),
     ({"evaluation": {"benchmark": "imagenet", "data": "."}}, "evaluation.benchmark: unknown benchmark 'imagenet'"),
     ({"evaluation": {"benchmark": "synthetic", "data": "no-such-folder"}},
      "evaluation.data: folder not found: no-such-folder"),
@@ -130,3 +132,19 @@ def test_the_demo_recipe_is_valid(monkeypatch):
     assert recipe.plans == ("none", "direct", "top-down", "bottom-up")
     assert recipe.chain == ("tiny-ta", "tiny-teacher")
     assert [stage.kind for stage in recipe.stages] == ["pretrain", "sft", "distill"]
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_before_anything_runs(tmp_path, tokenizer_dir, colour_dataset):
+    from llava_ckd.models import build_preset, train_tokenizer
+    from tests.conftest import CORPUS
+
+    other = train_tokenizer([*CORPUS, "a corpus with other words merges other tokens"] * 20, vocab_size=320)
+    model, processor = build_preset("tiny-teacher", other)
+    model.save_pretrained(tmp_path / "big")
+    processor.save_pretrained(tmp_path / "big")
+    teachers = [teacher("tiny-ta", "tiny-ta", tokenizer_dir),
+                {"name": "big", "model": {"path": str(tmp_path / "big")}}]
+    message = error_of(tmp_path, recipe_dict(tmp_path, tokenizer_dir, colour_dataset, teachers=teachers))
+    assert "teachers.1 (big): Student tokenizer" in message and "logit KD needs one shared tokenizer" in message
+    plan_cascade(write_recipe(tmp_path / "recipe.yaml", recipe_dict(
+        tmp_path, tokenizer_dir, colour_dataset, teachers=teachers, plans=["none"])))  # nothing distils: no check

@@ -1,10 +1,13 @@
 import copy
 import json
+import shutil
 
 import pytest
 
+import llava_ckd.cascade.run
 from llava_ckd.cascade import describe, run_cascade
 from llava_ckd.cli import main
+from llava_ckd.train.inputs import StageInputsChanged
 from tests.cascade.conftest import TEMPLATE, recipe_dict, write_recipe
 
 SCORES = {"accuracy": 50.0, "categories": {"colour": 60.0, "count": 40.0}, "n": 10}
@@ -45,9 +48,9 @@ def test_manifests_record_each_stage_and_the_cascade(make_cascade, fake_training
                     "path": str(by_name["teacher-tiny-teacher/sft"].output)}}
     assert manifest["config"]["model"]["path"] == str(upstream.output) and manifest["config"]["kind"] == "distill"
     assert manifest["checkpoint"] == str(node.output) and manifest["metrics"] == {"global_step": 2}
-    assert set(manifest["external_files"]) == {"data.conversations"}
+    assert set(manifest["external_files"]) == {"data.conversations", "data.images"}
     first = json.loads((by_name["student/pretrain"].directory / "manifest.json").read_text())
-    assert set(first["external_files"]) == {"data.conversations", "student.tokenizer"}
+    assert set(first["external_files"]) == {"data.conversations", "data.images", "student.tokenizer"}
 
     summary = json.loads((cascade.recipe.output / "cascade.json").read_text())
     assert summary["plans"]["top-down"]["student"] == "top-down/student/dft-from-tiny-ta"
@@ -105,7 +108,7 @@ def test_an_interrupted_stage_runs_again_and_the_rest_is_skipped(make_cascade, f
     sft = cascade.stages[1]
     manifest = json.loads((sft.directory / "manifest.json").read_text())
     (sft.directory / "manifest.json").write_text(json.dumps(manifest | {"status": "running"}))
-    (sft.output / "stage.yaml").unlink()
+    shutil.rmtree(sft.output)
     (sft.directory / "checkpoint-2").mkdir()   # cut short by the kill: no trainer_state.json
     assert describe(cascade).splitlines()[-5:-3] == [
         "1  student/pretrain  -        none   done", "2  student/sft       -        none   todo"]
@@ -158,3 +161,47 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, tokenizer_dir, col
 def test_the_command_reports_recipe_errors_without_a_traceback(tmp_path):
     with pytest.raises(SystemExit, match="error: .*config file not found"):
         main(["cascade", str(tmp_path / "absent.yaml")])
+
+
+def test_a_failed_stage_is_marked_failed_with_its_error(make_cascade, fake_training, monkeypatch):
+    cascade = make_cascade(plans=["none"])
+    fake = llava_ckd.cascade.run.run_stage
+
+    def failing(config, callbacks=(), restart=False):
+        if config.kind == "sft":
+            raise ValueError("the sft data went missing")
+        return fake(config, callbacks, restart)
+
+    monkeypatch.setattr("llava_ckd.cascade.run.run_stage", failing)
+    with pytest.raises(ValueError, match="went missing"):
+        run_cascade(cascade, echo=quiet)
+    sft = cascade.stages[1]
+    manifest = json.loads((sft.directory / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["error"] == "ValueError: the sft data went missing"
+    summary = json.loads((cascade.recipe.output / "cascade.json").read_text())
+    assert [stage["status"] for stage in summary["stages"]] == ["finished", "failed"]
+
+
+def test_a_stage_folder_holding_other_work_is_stale_until_restarted(make_cascade, fake_training):
+    cascade = make_cascade(plans=["none"])
+    run_cascade(cascade, echo=quiet)
+    sft = cascade.stages[1]
+    inputs = json.loads((sft.output / "inputs.json").read_text())
+    (sft.output / "inputs.json").write_text(json.dumps(inputs | {"config": {"learning_rate": 0.5}}))
+    (sft.directory / "manifest.json").unlink()
+    assert describe(cascade).splitlines()[-4] == "2  student/sft       -        none   stale"
+    with pytest.raises(StageInputsChanged, match="config.learning_rate: 0.5 then"):
+        run_cascade(cascade, echo=quiet)
+    run_cascade(cascade, echo=quiet, restart=True)
+    assert describe(cascade).splitlines()[-4] == "2  student/sft       -        none   done"
+
+
+def test_a_replaced_image_gives_the_stages_and_signals_reading_it_new_hashes(make_cascade, colour_dataset):
+    stages = copy.deepcopy(TEMPLATE)
+    stages[2]["signals"] = "cached"
+    before = make_cascade(plans=["direct"], stages=stages)
+    image = colour_dataset.parent / "images" / "3.png"
+    image.write_bytes(image.read_bytes())
+    after = make_cascade(plans=["direct"], stages=stages)
+    assert any(node.job.__class__.__name__ == "SignalsJob" for node in before.stages)
+    assert not {node.hash for node in before.stages} & {node.hash for node in after.stages}

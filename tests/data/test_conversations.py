@@ -176,3 +176,28 @@ def test_checked_samples_are_cached_until_the_file_changes(tmp_path, processor, 
     path.write_text(json.dumps(colour_records(2)))
     with pytest.raises(AssertionError, match="encoded again"):
         load(path, processor)
+
+
+def test_an_image_cut_short_or_deleted_after_the_first_check_is_found_on_the_next_load(tmp_path, processor):
+    path = write_dataset(tmp_path, colour_records(4))
+    samples, report = load(path, processor)
+    assert len(samples) == 4 and not report.skipped
+
+    image = tmp_path / "images" / "1.png"
+    image.write_bytes(image.read_bytes()[:40])
+    samples, report = load(path, processor)
+    assert [s.sample_id for s in samples] == ["s0", "s2", "s3"]
+    assert report.skipped == {"unreadable image": 1} and "1.png" in report.examples["unreadable image"][0]
+
+    (tmp_path / "images" / "2.png").unlink()
+    samples, report = load(path, processor)
+    assert [s.sample_id for s in samples] == ["s0", "s3"]
+    assert report.skipped == {"unreadable image": 1, "image not found": 1}
+
+
+def test_an_image_changed_during_a_run_is_named_by_the_collator(tmp_path, processor):
+    path = write_dataset(tmp_path, colour_records(2))
+    samples, _ = load(path, processor)
+    samples[1].images[0].write_bytes(b"not a png any more")
+    with pytest.raises(DataError, match=r"1\.png: image unreadable .* it changed during the run"):
+        Collator(processor, processor.tokenizer.pad_token_id)(samples)

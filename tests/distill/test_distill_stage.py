@@ -11,7 +11,7 @@ from llava_ckd.cli import main
 from llava_ckd.config import ConfigError, StageConfig, load_stage_config
 from llava_ckd.distill.cache import CacheError
 from llava_ckd.models import build_preset, train_tokenizer
-from llava_ckd.train.stage import resolved_config_text, run_stage
+from llava_ckd.train.stage import run_stage
 from tests.conftest import CORPUS
 
 
@@ -77,11 +77,9 @@ def test_sft_and_pretrain_configs_resolve_as_before(colour_dataset, tokenizer_di
     sft = distill_dict(colour_dataset, tokenizer_dir, tmp_path / "run", kind="sft")
     for field in ("teacher", "losses", "divergence", "kd_chunk_size"):
         del sft[field]
-    resolved = yaml.safe_load(resolved_config_text(StageConfig.model_validate(sft)))
+    resolved = StageConfig.model_validate(sft).resolved()
     assert not {"teacher", "losses", "divergence", "kd_chunk_size"} & resolved.keys()
-    distill = yaml.safe_load(
-        resolved_config_text(StageConfig.model_validate(distill_dict(colour_dataset, tokenizer_dir, tmp_path / "run")))
-    )
+    distill = StageConfig.model_validate(distill_dict(colour_dataset, tokenizer_dir, tmp_path / "run")).resolved()
     assert distill["teacher"]["model"]["preset"] == "tiny-ta" and distill["divergence"]["temperature"] == 2.0
 
 

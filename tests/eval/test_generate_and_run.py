@@ -134,7 +134,7 @@ def test_eval_into_a_folder_of_another_models_answers_refuses_and_restart_starts
     with pytest.raises(StaleAnswersError) as refused:
         evaluate(model_b, "synthetic", synthetic_folder, out, batch_size=5)
     message = str(refused.value)
-    assert f"model path: {model_a.resolve()} then, {model_b.resolve()} now" in message
+    assert f"model.path: {model_a.resolve()} then, {model_b.resolve()} now" in message
     assert "--restart" in message
     assert loads.loaded == [str(model_a)], "model B is never loaded, model A's score never returned"
     assert _texts(out) == ["run-a"] * 12
@@ -154,14 +154,14 @@ def test_eval_refuses_when_the_model_files_or_the_data_changed(fake_models, synt
     assert loads.loaded == [str(model_a)]
 
     (model_a / "model.safetensors").write_bytes(b"retrained weights")
-    changed = r"model file model\.safetensors: 16 bytes modified .+ then, 17 bytes modified .+ now"
+    changed = r"model\.files\.model\.safetensors: 16 bytes modified .+ then, 17 bytes modified .+ now"
     with pytest.raises(StaleAnswersError, match=changed):
         evaluate(model_a, "synthetic", synthetic_folder, out, batch_size=5)
     evaluate(model_a, "synthetic", synthetic_folder, out, batch_size=5, restart=True)
 
     with (synthetic_folder / "answer_key.jsonl").open("a") as key:
         key.write("\n")
-    with pytest.raises(StaleAnswersError, match=r"data file answer_key\.jsonl: \d+ bytes"):
+    with pytest.raises(StaleAnswersError, match=r"data\.files\.answer_key\.jsonl: \d+ bytes"):
         evaluate(model_a, "synthetic", synthetic_folder, out, batch_size=5)
     with pytest.raises(StaleAnswersError, match=r"benchmark: synthetic then, pope now"):
         evaluate(model_a, "pope", synthetic_folder, out, batch_size=5)
@@ -197,7 +197,7 @@ def test_answers_without_a_fingerprint_are_not_trusted(fake_models, synthetic_fo
 
 def test_fingerprint_of_a_hub_id_and_of_the_data_files(synthetic_folder):
     fingerprint = evaluation_fingerprint("llava-hf/llava-1.5-7b-hf", "synthetic", synthetic_folder)
-    assert fingerprint["model"] == {"hub_id": "llava-hf/llava-1.5-7b-hf"}
+    assert fingerprint["model"] == {"name": "llava-hf/llava-1.5-7b-hf"}
     assert fingerprint["benchmark"] == "synthetic"
     files = fingerprint["data"]["files"]
     assert set(files) == {"answer_key.jsonl", "questions.jsonl", "train.json"}  # images/ is a folder: left out

@@ -7,8 +7,8 @@ is skipped. Teachers that are ready checkpoints run only their distilling stages
 
 A node's hash covers its resolved config, with the paths of other stages' outputs replaced by those
 stages' hashes, and fingerprints of what it reads from outside the cascade (the conversation file's
-sha256; the name, size and mtime of the files in checkpoint, tokenizer and vision folders; image folders
-are not fingerprinted). A stage whose input stage changed thus gets a new hash and folder even when its
+sha256; the name, size and mtime of every image it names, and of the files in checkpoint, tokenizer and
+vision folders). A stage whose input stage changed thus gets a new hash and folder even when its
 own config did not change, and plans that ask for the same content share one node.
 
 Folders: STORE/stages/<model>/<step>-<hash[:10]>/ holds a stage's Trainer output; cached Teacher signals
@@ -38,8 +38,10 @@ from llava_ckd.cascade.recipe import (
     template_fields,
     without_distillation,
 )
-from llava_ckd.config import ConfigError, ModelSource, StageConfig
-from llava_ckd.distill.cache import file_sha256
+from llava_ckd.cascade.tokenizers import check_chain_tokenizers
+from llava_ckd.config import ConfigError, DataConfig, ModelSource, StageConfig
+from llava_ckd.data.conversations import images_of
+from llava_ckd.fingerprint import file_sha256, folder_files
 from llava_ckd.train.stage import FINAL
 
 DEFAULT_TOP_K = 64
@@ -156,7 +158,6 @@ class Expander:
         self.nodes: dict[str, Node] = {}
         self.routes: dict[tuple[str, str], Route] = {}
         self.expanding: list[tuple[str, str]] = []
-        self.fingerprints: dict[Path, object] = {}
 
     def error(self, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {message}")
@@ -267,7 +268,7 @@ class Expander:
         del identity["output_dir"]
         upstream = (("model", start), ("teacher", teacher and teacher.model), ("signals", teacher and teacher.signals))
         inputs = {role: node for role, node in upstream if isinstance(node, Node)}
-        files = {"data.conversations": self.file_hash(Path(fields["data"]["conversations"]), f"stage {label}")}
+        files = self.data_files(DataConfig.model_validate(fields["data"]), f"stage {label}")
         files |= self.external_files(start, model)
         if teacher is not None:
             files |= self.external_files(teacher.model, teacher.name)
@@ -282,7 +283,7 @@ class Expander:
         reader = probe_config(fields, self.recipe.student, "cached")   # the distill stage that reads the signals
         data = reader.data
         step = f"signals-{data.conversations.stem}"
-        files = {"data.conversations": self.file_hash(data.conversations, f"stage {step}")}
+        files = self.data_files(data, f"stage {step}")
         files |= self.external_files(teacher.model, teacher.name)
         identity = {"teacher": self.model_reference(teacher.model, teacher.name, placeholder),
                     "images": str(data.images), "max_length": data.max_length, "top_k": top_k}
@@ -299,12 +300,12 @@ class Expander:
     def register(self, node: Node) -> Node:
         return self.nodes.setdefault(node.hash, node)
 
-    def file_hash(self, path: Path, where: str) -> object:
-        if path not in self.fingerprints:
-            if not path.is_file():
-                raise self.error(f"{where}: data.conversations: file not found: {path}")
-            self.fingerprints[path] = file_sha256(path)
-        return self.fingerprints[path]
+    def data_files(self, data: DataConfig, where: str) -> dict[str, object]:
+        """The conversation file's sha256 and the fingerprint of the images it names."""
+        path = data.conversations
+        if not path.is_file():
+            raise self.error(f"{where}: data.conversations: file not found: {path}")
+        return {"data.conversations": file_sha256(path), "data.images": images_of(path, data.images)}
 
     def source_files(self, source: ModelSource, where: str) -> dict[str, object]:
         """Fingerprints of a model source's local folders; a hub id stands for itself."""
@@ -315,10 +316,7 @@ class Expander:
                 continue
             folder = Path(value)
             if folder.is_dir():
-                if folder not in self.fingerprints:
-                    self.fingerprints[folder] = sorted([file.name, file.stat().st_size, file.stat().st_mtime_ns]
-                                                       for file in folder.iterdir() if file.is_file())
-                files[f"{where}.{field}"] = self.fingerprints[folder]
+                files[f"{where}.{field}"] = folder_files(folder)
             elif field in ("tokenizer", "vision_init") or not HUB_ID.match(str(value)):
                 raise self.error(f"{where}.{field}: folder not found: {value}")
             else:
@@ -353,6 +351,7 @@ def expand(recipe: Recipe, source: Path) -> Cascade:
     if recipe.evaluation and not recipe.evaluation.data.is_dir():
         raise ConfigError(f"{source}: evaluation.data: folder not found: {recipe.evaluation.data}")
     capacities = chain_capacities(recipe, source)
+    check_chain_tokenizers(recipe, source)
     expander = Expander(recipe, source)
     routes = {plan: expander.route(plan, STUDENT) for plan in recipe.plans}
     stages = student_last(node for route in routes.values() for node in route.stages)

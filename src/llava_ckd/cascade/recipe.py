@@ -64,6 +64,14 @@ class StageSettings(StageFields):
     budget: Literal["per-teacher", "per-plan"] | None = None
     chain_schedule: Literal["fresh", "continued"] | None = None
 
+    @field_validator("teachers")
+    @classmethod
+    def _someone(cls, teachers: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if teachers is not None and not teachers:
+            raise ValueError("an empty list distils from nobody, which would make every plan train this stage "
+                             "like `none`; name at least one Teacher, or leave the field out")
+        return teachers
+
     def stage_fields(self) -> dict:
         return {name: getattr(self, name) for name in STAGE_FIELDS if name in self.model_fields_set}
 

@@ -22,7 +22,8 @@ from llava_ckd.distill.cache import MANIFEST as SIGNALS_MANIFEST
 from llava_ckd.distill.cache import write_teacher_cache
 from llava_ckd.distill.engines import processes
 from llava_ckd.models.load import model_from_source
-from llava_ckd.train.stage import checkpoint_complete, finished, run_stage
+from llava_ckd.train.inputs import finished, stage_inputs, stale_differences
+from llava_ckd.train.stage import checkpoint_complete, run_stage
 
 MANIFEST = "manifest.json"
 CASCADE_FILE = "cascade.json"
@@ -51,13 +52,16 @@ def output_complete(node: Node) -> bool:
 
 
 def status(node: Node) -> str:
-    """done (finished with this hash), resume (checkpoints to continue from) or todo."""
+    """done (finished with this hash), stale (its folder holds work made from other inputs: `--restart`),
+    resume (checkpoints to continue from) or todo."""
     manifest = read_manifest(node)
     if manifest and manifest["status"] == "finished" and manifest["hash"] == node.hash and output_complete(node):
         return "done"
-    if isinstance(node.job, StageConfig) and node.directory.is_dir() and any(
-            checkpoint_complete(folder) for folder in node.directory.glob("checkpoint-*")):
-        return "resume"
+    if isinstance(node.job, StageConfig):
+        if stale_differences(node.job, stage_inputs(node.job)):
+            return "stale"
+        if any(checkpoint_complete(folder) for folder in node.directory.glob("checkpoint-*")):
+            return "resume"
     return "todo"
 
 
@@ -67,9 +71,9 @@ def write_signals(job: SignalsJob) -> None:
                         job.batch_size)
 
 
-def execute(node: Node) -> None:
+def execute(node: Node, restart: bool) -> None:
     if isinstance(node.job, StageConfig):
-        run_stage(node.job)
+        run_stage(node.job, restart=restart)
     else:
         write_signals(node.job)
 
@@ -113,19 +117,22 @@ def write_cascade_file(cascade: Cascade, results: dict[str, dict]) -> Path:
     return path
 
 
-def run_stages(cascade: Cascade, echo: Callable[[str], None] = print, only: tuple[Node, ...] | None = None) -> None:
+def run_stages(cascade: Cascade, echo: Callable[[str], None] = print, only: tuple[Node, ...] | None = None,
+               restart: bool = False) -> None:
     """Every stage in order (or those in `only`). Launched as several processes, all of them train; the main
-    process writes the files."""
+    process writes the files. With `restart`, a stage folder holding work made from other inputs is cleared
+    and trained again instead of refused."""
     state = processes()
     total = len(cascade.stages)
     for number, node in enumerate(cascade.stages, 1):
         if only is not None and node not in only:
             continue
         with stage_lock(node, state.is_main_process):
-            run_node(cascade, node, f"[{number}/{total}] {cascade.name(node)}", state, echo)
+            run_node(cascade, node, f"[{number}/{total}] {cascade.name(node)}", state, echo, restart)
 
 
-def run_node(cascade: Cascade, node: Node, label: str, state, echo: Callable[[str], None]) -> None:
+def run_node(cascade: Cascade, node: Node, label: str, state, echo: Callable[[str], None],
+             restart: bool = False) -> None:
     state.wait_for_everyone()  # the main process holds the stage's lock
     current = status(node)
     state.wait_for_everyone()  # every process has read the status before the main process writes
@@ -142,7 +149,14 @@ def run_node(cascade: Cascade, node: Node, label: str, state, echo: Callable[[st
         node.directory.mkdir(parents=True, exist_ok=True)
         write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "running", started_at, None))
     clock = time.perf_counter()
-    execute(node)
+    try:
+        execute(node, restart)
+    except Exception as error:
+        if state.is_main_process:
+            failed = stage_manifest(cascade, node, "failed", started_at, round(time.perf_counter() - clock, 3))
+            write_json(node.directory / MANIFEST, failed | {"error": f"{type(error).__name__}: {error}"})
+            write_cascade_file(cascade, {})
+        raise
     wall_seconds = round(time.perf_counter() - clock, 3)
     if state.is_main_process:
         write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished", started_at, wall_seconds))
@@ -151,13 +165,13 @@ def run_node(cascade: Cascade, node: Node, label: str, state, echo: Callable[[st
     state.wait_for_everyone()
 
 
-def run_cascade(cascade: Cascade, echo: Callable[[str], None] = print) -> Path | None:
+def run_cascade(cascade: Cascade, echo: Callable[[str], None] = print, restart: bool = False) -> Path | None:
     """Run every stage not finished yet, evaluate each plan's Student, and write `results.md` (returned).
 
     Launched as several processes, they share the stages; the main process alone then evaluates and writes
     the results, and the others return None.
     """
-    run_stages(cascade, echo)
+    run_stages(cascade, echo, restart=restart)
     if not processes().is_main_process:
         return None
     results = evaluate_plans(cascade, echo)

@@ -14,11 +14,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 
-from llava_ckd.data.conversations import IGNORE_INDEX, Sample, image_token_count
+from llava_ckd.data.conversations import IGNORE_INDEX, DataError, Sample, image_token_count
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
 TEACHER_PREFIX = "teacher_"
@@ -93,8 +93,12 @@ def pixel_loader(image_processor, cache_images: int = 0) -> Callable[[Path], tor
     """Image file -> pixel values [3, H, W]; the last `cache_images` results are kept."""
 
     def pixels(path: Path) -> torch.Tensor:
-        with Image.open(path) as image:
-            return image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+        try:
+            with Image.open(path) as image:
+                return image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+        except (OSError, UnidentifiedImageError) as error:
+            raise DataError(f"{path}: image unreadable ({error}); it was readable when the conversations were "
+                            "checked, so it changed during the run: rerun to check the data again") from None
 
     return lru_cache(maxsize=cache_images)(pixels) if cache_images else pixels
 

@@ -14,13 +14,16 @@ import json
 import logging
 import os
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
+from llava_ckd.fingerprint import file_sha256, images_fingerprint
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
 log = logging.getLogger(__name__)
@@ -142,6 +145,30 @@ def prompt_text(tokenizer: PreTrainedTokenizerBase, user_text: str, tokens_per_i
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def image_names(record: dict) -> list[str]:
+    """The image file names of one record (`image`: a name, a list of names, or absent)."""
+    names = record.get("image")
+    names = [] if names is None else [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise SkipSample("'image' must be a file name or a list of file names")
+    return names
+
+
+@cache
+def _named_images(path: Path, sha256: str) -> tuple[str, ...]:
+    names = set()
+    for _, record in read_records(path):
+        with suppress(SkipSample):
+            names.update(image_names(record) if isinstance(record, dict) else [])
+    return tuple(sorted(names))
+
+
+def images_of(conversations: Path, image_folder: Path | None) -> dict:
+    """The fingerprint of the images a conversation file names, in `image_folder` (name, size, mtime of each)."""
+    conversations = Path(conversations)
+    return images_fingerprint(_named_images(conversations.resolve(), file_sha256(conversations)), image_folder)
+
+
 class ConversationEncoder:
     """Turns one LLaVA record into a `Sample`, or raises `SkipSample` saying why it cannot."""
 
@@ -175,10 +202,7 @@ class ConversationEncoder:
         return messages
 
     def images(self, record: dict) -> list[Path]:
-        names = record.get("image")
-        names = [] if names is None else [names] if isinstance(names, str) else names
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise SkipSample("'image' must be a file name or a list of file names")
+        names = image_names(record)
         if names and self.image_folder is None:
             raise SkipSample("record has an image but no image folder was given")
         paths = [self.image_folder / name for name in names]
@@ -261,16 +285,17 @@ def encode_all(path: Path, encoder: ConversationEncoder) -> tuple[list[Sample], 
     return samples, report
 
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def sample_cache(path: Path, encoder: ConversationEncoder) -> Path:
-    """Where the checked samples of `path` are kept: keyed by the file's bytes, the tokenizer and the settings."""
+    """Where the checked samples of `path` are kept: keyed by the file's bytes, the tokenizer, the settings and
+    the name, size and mtime of every image the file names, so that an image changed since is checked again."""
     key = hashlib.sha256()
-    key.update(path.read_bytes())
+    key.update(file_sha256(path).encode())
     key.update(encoder.tokenizer.backend_tokenizer.to_str().encode())
     settings = [CACHE_FORMAT, encoder.tokenizer.chat_template, encoder.tokens_per_image, encoder.max_length,
-                str(encoder.image_folder)]
+                images_of(path, encoder.image_folder)]
     key.update(json.dumps(settings).encode())
     root = Path(os.environ.get("LLAVA_CKD_CACHE", Path.home() / ".cache" / "llava_ckd"))
     return root / "samples" / f"{path.stem}-{key.hexdigest()[:24]}.json"

@@ -4,14 +4,20 @@ One Teacher pass (`llava-ckd cache-teacher`) then serves any number of Student r
 
     manifest.json             what it was made from, written last (a folder without one is unfinished):
                               `key` = hashes of the Teacher weights, the tokenizer (tokenizer.json and
-                              chat template) and the data file, plus max_length; k, vocabulary size,
-                              and each sample's id and number of response tokens
+                              chat template) and the data file, the fingerprint of the images the data
+                              names, and max_length; k, vocabulary size, each shard's sha256, and each
+                              sample's id and number of response tokens
     shard-00000.safetensors   `samples_per_shard` samples: token_ids [T, k] int32, log_probs [T, k] and
                               tail_log_mass [T] float32, offsets [n + 1] (rows of each sample)
     started.json              while unfinished: the settings its finished shards were written with
 
 Rows follow the samples in dataset order and, within a sample, its response positions in order
 (see `positions.py`), so the Student finds a sample's signals by its dataset index.
+
+A distill stage reading the cache first verifies every shard against its sha256 and checks its values
+(ids inside the vocabulary, log-probabilities finite and at most 0, tail mass in [0, 1], offsets in
+order): one read of the cache, small next to the training that follows, and it finds a shard that was
+cut short, deleted or overwritten before any step uses it. Every error names the file.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -31,31 +38,25 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from llava_ckd.data.collator import Collator, ConversationDataset
-from llava_ckd.data.conversations import Sample, load_conversations
+from llava_ckd.data.conversations import Sample, images_of, load_conversations
 from llava_ckd.distill.engines import processes
 from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE
 from llava_ckd.distill.positions import response_mask
 from llava_ckd.distill.sparse import SparseTeacherSignal
 from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.distill.vocab import shared_vocab_size
+from llava_ckd.fingerprint import file_sha256
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 STARTED = "started.json"
-FORMAT = 1
+FORMAT = 2
+LOG_PROB_TOLERANCE = 1e-5
 
 
 class CacheError(ValueError):
     """A Teacher cache that cannot be used, or written, as asked."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -77,9 +78,38 @@ def response_token_count(sample: Sample) -> int:
     return int(response_mask(torch.tensor([sample.labels])).sum())
 
 
-def cache_key(tokenizer: PreTrainedTokenizerBase, conversations: Path, max_length: int) -> dict:
-    """What the cached signals depend on besides the Teacher: the token ids of the data."""
-    return {"tokenizer": tokenizer_sha256(tokenizer), "data": file_sha256(conversations), "max_length": max_length}
+def cache_key(tokenizer: PreTrainedTokenizerBase, conversations: Path, images: Path | None, max_length: int) -> dict:
+    """What the cached signals depend on besides the Teacher: the token ids and the images of the data."""
+    return {"tokenizer": tokenizer_sha256(tokenizer), "data": file_sha256(conversations),
+            "images": images_of(conversations, images), "max_length": max_length}
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CacheError(f"{path / MANIFEST}: unreadable ({error}); it was cut short or damaged: "
+                         "write the cache again with `llava-ckd cache-teacher`") from None
+    if not isinstance(manifest, dict):
+        raise CacheError(f"{path / MANIFEST}: not a Teacher cache manifest (a JSON object)")
+    return manifest
+
+
+def value_problem(tensors: dict[str, Tensor], vocab_size: int) -> str | None:
+    """What is wrong with one shard's values, or None."""
+    token_ids, log_probs, tail, offsets = (tensors.get(name) for name in
+                                           ("token_ids", "log_probs", "tail_log_mass", "offsets"))
+    if any(tensor is None for tensor in (token_ids, log_probs, tail, offsets)):
+        return "token_ids, log_probs, tail_log_mass or offsets missing"
+    if len(token_ids) and not (int(token_ids.min()) >= 0 and int(token_ids.max()) < vocab_size):
+        return f"token ids outside the vocabulary 0..{vocab_size - 1}"
+    if not torch.isfinite(log_probs).all() or bool((log_probs > LOG_PROB_TOLERANCE).any()):
+        return "log-probabilities that are not finite or above 0"
+    if bool(tail.isnan().any()) or bool((tail > LOG_PROB_TOLERANCE).any()):
+        return "tail masses outside [0, 1] (tail_log_mass NaN or above 0)"
+    if offsets[0] != 0 or bool((offsets.diff() < 0).any()) or offsets[-1] != len(token_ids):
+        return f"offsets out of order or not ending at the {len(token_ids)} rows"
+    return None
 
 
 def top_k_signal(hidden: Tensor, head_weight: Tensor, vocab_size: int, k: int, chunk_size: int) -> SparseTeacherSignal:
@@ -94,15 +124,19 @@ def shard_name(number: int) -> str:
     return f"shard-{number:05d}.safetensors"
 
 
-def _write_shard(path: Path, signals: list[SparseTeacherSignal]) -> None:
+def _write_shard(path: Path, signals: list[SparseTeacherSignal], vocab_size: int) -> None:
     rows = torch.tensor([0] + [len(signal.token_ids) for signal in signals])
-    partial = path.with_name(path.name + ".partial")
-    save_file({
+    tensors = {
         "token_ids": torch.cat([s.token_ids for s in signals]).to(torch.int32),
         "log_probs": torch.cat([s.log_probs for s in signals]).float(),
         "tail_log_mass": torch.cat([s.tail_log_mass for s in signals]).float(),
         "offsets": rows.cumsum(0),
-    }, str(partial))
+    }
+    if problem := value_problem(tensors, vocab_size):
+        raise CacheError(f"{path}: the Teacher's signals hold {problem}; nothing written (a Teacher in half "
+                         "precision that overflows? try --dtype fp32 or bf16)")
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial))
     partial.rename(path)
 
 
@@ -138,10 +172,10 @@ def write_teacher_cache(
     state = processes()
     conversations, out = Path(conversations), Path(out)
     tokenizer = processor.tokenizer
-    key = cache_key(tokenizer, conversations, max_length) | {"teacher": weights_sha256(model)}
+    key = cache_key(tokenizer, conversations, images, max_length) | {"teacher": weights_sha256(model)}
     settings = {"format": FORMAT, "key": key, "top_k": top_k, "samples_per_shard": samples_per_shard}
     if (out / MANIFEST).is_file():
-        existing = json.loads((out / MANIFEST).read_text())
+        existing = read_manifest(out)
         if {name: existing.get(name) for name in settings} == settings:
             log.info("Teacher cache %s is up to date", out)
             return out
@@ -179,7 +213,7 @@ def write_teacher_cache(
                     signals.append(signal[start:start + rows])
                     start += rows
                 bar.update(len(positions))
-            _write_shard(out / shard_name(number), signals)
+            _write_shard(out / shard_name(number), signals, vocab_size)
     state.wait_for_everyone()
 
     if state.is_main_process:
@@ -188,6 +222,7 @@ def write_teacher_cache(
             "data_file": str(conversations),
             "vocab_size": vocab_size,
             "shards": [shard_name(number) for number in shards],
+            "checksums": {shard_name(number): file_sha256(out / shard_name(number)) for number in shards},
             "sample_ids": [sample.sample_id for sample in samples],
             "response_tokens": [response_token_count(sample) for sample in samples],
         }
@@ -207,16 +242,17 @@ class TeacherCache:
         if not (self.path / MANIFEST).is_file():
             raise CacheError(f"no Teacher cache in {self.path} ({MANIFEST} missing): "
                              "write one with `llava-ckd cache-teacher`")
-        self.manifest = json.loads((self.path / MANIFEST).read_text())
+        self.manifest = read_manifest(self.path)
         if self.manifest.get("format") != FORMAT:
             raise CacheError(f"Teacher cache {self.path} has format {self.manifest.get('format')}, "
                              f"this version reads format {FORMAT}: write it again")
         self._shards: dict[int, tuple] = {}
 
-    def check_matches(self, tokenizer: PreTrainedTokenizerBase, conversations: Path, max_length: int,
-                      samples: list[Sample], vocab_size: int) -> None:
-        """Refuse a cache made from other data, tokenizer or max_length, or for other samples, saying what differs."""
-        cached, current = self.manifest["key"], cache_key(tokenizer, Path(conversations), max_length)
+    def check_matches(self, tokenizer: PreTrainedTokenizerBase, conversations: Path, images: Path | None,
+                      max_length: int, samples: list[Sample], vocab_size: int) -> None:
+        """Refuse a cache made from other data, images, tokenizer or max_length, or for other samples, saying what
+        differs; then verify every shard (`verify`)."""
+        cached, current = self.manifest["key"], cache_key(tokenizer, Path(conversations), images, max_length)
         differences = []
         if cached["data"] != current["data"]:
             differences.append(f"data file: cached from {self.manifest['data_file']} (sha256 {cached['data'][:12]}), "
@@ -224,6 +260,10 @@ class TeacherCache:
         if cached["tokenizer"] != current["tokenizer"]:
             differences.append(f"tokenizer: the cache was made with another tokenizer or chat template than "
                                f"{tokenizer.name_or_path!r}")
+        if cached["images"] != current["images"]:
+            differences.append(f"images: the {current['images']['images']} images the data names in "
+                               f"{current['images']['folder']} differ (in folder, name, size or modification "
+                               f"time) from those the cache was made from ({cached['images']['folder']})")
         if cached["max_length"] != max_length:
             differences.append(f"max_length: cached with {cached['max_length']}, this stage uses {max_length}")
         if self.manifest["vocab_size"] != vocab_size:
@@ -234,6 +274,25 @@ class TeacherCache:
         if differences:
             raise CacheError(f"Teacher cache {self.path} does not match this stage:\n  " + "\n  ".join(differences)
                              + "\nwrite the cache again with `llava-ckd cache-teacher` for this data")
+        self.verify()
+
+    def verify(self) -> None:
+        """Every shard there, with its recorded sha256 and sound values; else CacheError naming the shard."""
+        for name in tqdm(self.manifest["shards"], desc=f"verifying Teacher signals in {self.path.name}",
+                         unit="shard", leave=False, mininterval=2.0):
+            path = self.path / name
+            if not path.is_file():
+                raise CacheError(f"{path}: missing from the Teacher cache; write the cache again")
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != self.manifest["checksums"][name]:
+                raise CacheError(f"{path}: its sha256 differs from the manifest's: the shard was cut short or "
+                                 "changed since it was written; write the cache again")
+            try:
+                problem = value_problem(load_safetensors(data), self.manifest["vocab_size"])
+            except SafetensorError as error:
+                problem = f"an unreadable layout ({error})"
+            if problem:
+                raise CacheError(f"{path}: holds {problem}; write the cache again")
 
     def _sample_differences(self, samples: list[Sample]) -> list[str]:
         ids, counts = self.manifest["sample_ids"], self.manifest["response_tokens"]

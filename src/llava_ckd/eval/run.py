@@ -16,8 +16,6 @@ without a fingerprint (from before it existed) are not trusted either. `restart=
 from __future__ import annotations
 
 import json
-import os
-from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,6 +25,7 @@ from llava_ckd.eval.files import EvalDataError
 from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.questions import EvalQuestion
 from llava_ckd.eval.registry import get_benchmark
+from llava_ckd.fingerprint import differences, folder_files, location_fingerprint
 from llava_ckd.models import load_vlm
 
 ANSWERS_FILE = "answers.jsonl"
@@ -58,64 +57,13 @@ def answered_so_far(answers_path: Path) -> set[tuple[str, str]]:
     return {question_key(a["question_id"], a.get("prompt", "")) for a in read_answers(answers_path)}
 
 
-def _files(folder: Path) -> dict[str, dict[str, int]]:
-    """Name -> {size, mtime_ns} of each file directly in `folder` (links followed, subfolders left out)."""
-    files = {}
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_file():
-            stat = entry.stat()
-            files[entry.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    return files
-
-
-def model_fingerprint(model_path: Path | str) -> dict:
-    """A local model folder by resolved path and files; anything else is a hub id, kept by name."""
-    path = Path(model_path)
-    if path.is_dir():
-        return {"path": str(path.resolve()), "files": _files(path)}
-    return {"hub_id": str(model_path)}
-
-
 def evaluation_fingerprint(model_path: Path | str, benchmark_name: str, data_dir: Path) -> dict:
     data_dir = Path(data_dir)
     return {
-        "model": model_fingerprint(model_path),
+        "model": location_fingerprint(model_path),
         "benchmark": benchmark_name,
-        "data": {"path": str(data_dir.resolve()), "files": _files(data_dir) if data_dir.is_dir() else {}},
+        "data": {"path": str(data_dir.resolve()), "files": folder_files(data_dir) if data_dir.is_dir() else {}},
     }
-
-
-def _describe_file(stat: dict | None) -> str:
-    if not isinstance(stat, dict):
-        return "absent"
-    modified = datetime.fromtimestamp(stat.get("mtime_ns", 0) / 1e9).isoformat(sep=" ", timespec="microseconds")
-    return f"{stat.get('size')} bytes modified {modified}"
-
-
-def fingerprint_differences(recorded: dict, current: dict) -> list[str]:
-    """`what: X then, Y now` for each part of two fingerprints that differs."""
-    differences = []
-
-    def compare(what: str, then, now) -> None:
-        if then != now:
-            differences.append(f"{what}: {then} then, {now} now")
-
-    recorded_model, current_model = recorded.get("model", {}), current["model"]
-    compare("model path", recorded_model.get("path", recorded_model.get("hub_id")),
-            current_model.get("path", current_model.get("hub_id")))
-    compare("benchmark", recorded.get("benchmark"), current["benchmark"])
-    if not differences:  # the same model folder and benchmark: did their files change?
-        for kind, then_files, now_files in (
-            ("model file", recorded_model.get("files", {}), current_model.get("files", {})),
-            ("data file", recorded.get("data", {}).get("files", {}), current["data"]["files"]),
-        ):
-            for name in sorted(then_files.keys() | now_files.keys()):
-                if then_files.get(name) != now_files.get(name):
-                    differences.append(f"{kind} {name}: {_describe_file(then_files.get(name))} then, "
-                                       f"{_describe_file(now_files.get(name))} now")
-    if not differences and recorded != current:
-        differences.append("the recorded fingerprint has another layout")
-    return differences
 
 
 def check_answers_folder(out_dir: Path, fingerprint: dict, restart: bool) -> None:
@@ -140,11 +88,10 @@ def check_answers_folder(out_dir: Path, fingerprint: dict, restart: bool) -> Non
             recorded = json.loads(fingerprint_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise StaleAnswersError(f"{fingerprint_path}: unreadable ({err}); {how}") from err
-        differences = fingerprint_differences(recorded, fingerprint) if isinstance(recorded, dict) else [
-            "the recorded fingerprint is not a JSON object"]
-        if differences:
-            shown = "; ".join(differences[:SHOWN_DIFFERENCES])
-            more = f"; and {len(differences) - SHOWN_DIFFERENCES} more" if len(differences) > SHOWN_DIFFERENCES else ""
+        found = differences(recorded, fingerprint)
+        if found:
+            shown = "; ".join(found[:SHOWN_DIFFERENCES])
+            more = f"; and {len(found) - SHOWN_DIFFERENCES} more" if len(found) > SHOWN_DIFFERENCES else ""
             raise StaleAnswersError(f"{answers_path} holds answers of another evaluation ({shown}{more}); {how}")
         return
     out_dir.mkdir(parents=True, exist_ok=True)

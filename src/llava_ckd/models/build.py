@@ -177,6 +177,15 @@ def composition_config(
     )
 
 
+def composition_tokenizer(llm: str | Path) -> PreTrainedTokenizerBase:
+    """The LLM's tokenizer with the `<image>` token added when missing, as a composition uses it."""
+    location = checkpoint_location(llm, "LLM")
+    tokenizer = loading(location, "LLM", lambda: AutoTokenizer.from_pretrained(location))
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    return tokenizer
+
+
 def compose_vlm(
     vision: str | Path,
     llm: str | Path,
@@ -189,9 +198,7 @@ def compose_vlm(
     The `<image>` token is added to the LLM's tokenizer when missing (the embeddings grow by one row).
     """
     vision, llm = checkpoint_location(vision, "vision model"), checkpoint_location(llm, "LLM")
-    tokenizer = loading(llm, "LLM", lambda: AutoTokenizer.from_pretrained(llm))
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tokenizer = composition_tokenizer(llm)
     language_model = loading(llm, "LLM", lambda: AutoModelForCausalLM.from_pretrained(llm, dtype=DTYPES[dtype]))
     if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
         language_model.resize_token_embeddings(len(tokenizer))

@@ -1,11 +1,18 @@
-"""One entry point from a recipe's model source to a (model, processor) pair."""
+"""One entry point from a recipe's model source to a (model, processor) pair, or to its tokenizer alone."""
 
 from __future__ import annotations
 
-from transformers import AutoTokenizer, PreTrainedModel, ProcessorMixin
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from llava_ckd.config import ModelSource
-from llava_ckd.models.build import build_preset, compose_vlm, load_vlm
+from llava_ckd.models.build import (
+    build_preset,
+    checkpoint_location,
+    compose_vlm,
+    composition_tokenizer,
+    load_vlm,
+    loading,
+)
 
 
 def model_from_source(source: ModelSource, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
@@ -13,8 +20,21 @@ def model_from_source(source: ModelSource, seed: int = 0) -> tuple[PreTrainedMod
         return load_vlm(source.path, source.dtype)
     if source.vision is not None:
         return compose_vlm(source.vision, source.llm, source.vision_feature_layer, source.dtype)
+    return build_preset(source.preset, preset_tokenizer(source), seed=seed, vision_init=source.vision_init)
+
+
+def preset_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
     if not (source.tokenizer / "tokenizer.json").is_file():
         raise FileNotFoundError(f"tokenizer folder {source.tokenizer} has no tokenizer.json "
                                 "(`llava-ckd make-data` writes one beside the data)")
-    return build_preset(source.preset, AutoTokenizer.from_pretrained(source.tokenizer), seed=seed,
-                        vision_init=source.vision_init)
+    return AutoTokenizer.from_pretrained(source.tokenizer)
+
+
+def tokenizer_from_source(source: ModelSource) -> PreTrainedTokenizerBase:
+    """The tokenizer the model of `source` is trained with, read without loading any weights."""
+    if source.path is not None:
+        location = checkpoint_location(source.path)
+        return loading(location, "model", lambda: AutoTokenizer.from_pretrained(location))
+    if source.vision is not None:
+        return composition_tokenizer(source.llm)
+    return preset_tokenizer(source)

@@ -23,7 +23,8 @@ def build_distiller(
     if isinstance(config.teacher, CachedTeacherConfig):
         vocab_size = shared_vocab_size(student_rows, student_rows, len(tokenizer))
         cache = TeacherCache(config.teacher.path)
-        cache.check_matches(tokenizer, config.data.conversations, config.data.max_length, samples, vocab_size)
+        cache.check_matches(tokenizer, config.data.conversations, config.data.images, config.data.max_length, samples,
+                            vocab_size)
         return Distiller(cache, config.losses, config.divergence, vocab_size, config.kd_chunk_size), None
 
     teacher_source = config.teacher.model

@@ -5,9 +5,10 @@ Layout of a stage's output directory:
     checkpoint.partial/  the checkpoint being written (renamed to checkpoint-N once whole)
     runs/             TensorBoard logs
     data_report.json  samples kept, truncated and skipped (with reasons)
-    final/            the trained model + processor + stage.yaml (the resolved config) + metrics.json
-A stage whose `final/` exists with the same config is not run again; one with checkpoints resumes
-from the last of them.
+    inputs.json       what the stage is made from (see `inputs.py`)
+    final/            the trained model + processor + stage.yaml (the resolved config) + inputs.json + metrics.json
+A stage whose `final/` was made from the same inputs is not run again; one with checkpoints resumes from the
+last complete one; a folder holding work made from other inputs is refused, or cleared with `restart`.
 """
 
 from __future__ import annotations
@@ -32,21 +33,12 @@ from llava_ckd.distill.loss import Distiller
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import set_trainable
 from llava_ckd.train.distill import build_distiller
+from llava_ckd.train.inputs import FINAL, claim_output_dir, finished, stage_inputs, write_inputs
 from llava_ckd.train.trainer import StageTrainer
 
 log = logging.getLogger(__name__)
 
-FINAL = "final"
 CONFIG_FILE = "stage.yaml"
-
-
-def resolved_config_text(config: StageConfig) -> str:
-    return yaml.safe_dump(config.resolved(), sort_keys=True)
-
-
-def finished(config: StageConfig) -> bool:
-    saved = config.output_dir / FINAL / CONFIG_FILE
-    return saved.is_file() and saved.read_text() == resolved_config_text(config)
 
 
 def checkpoint_complete(folder: Path) -> bool:
@@ -101,7 +93,7 @@ def training_arguments(config: StageConfig) -> TrainingArguments:
     )
 
 
-def save_final(trainer: Trainer, processor, config: StageConfig, metrics: dict) -> Path:
+def save_final(trainer: Trainer, processor, config: StageConfig, inputs: dict, metrics: dict) -> Path:
     """Write `final/` through a temporary folder, so a kill during the save never leaves half a model.
 
     Every process takes part in `save_model` (sharded engines gather the weights); the main process writes.
@@ -114,26 +106,33 @@ def save_final(trainer: Trainer, processor, config: StageConfig, metrics: dict) 
     if trainer.is_world_process_zero():
         processor.save_pretrained(staging)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        (staging / CONFIG_FILE).write_text(resolved_config_text(config))
+        (staging / CONFIG_FILE).write_text(yaml.safe_dump(config.resolved(), sort_keys=True))
+        write_inputs(staging, inputs)
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
     trainer.accelerator.wait_for_everyone()
     return final
 
 
-def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Path:
-    """Train one stage (or find it finished) and return the folder of its final model."""
+def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = (), *, restart: bool = False) -> Path:
+    """Train one stage (or find it finished) and return the folder of its final model.
+
+    Work in the stage's folder made from other inputs raises `StageInputsChanged`, unless `restart`, which
+    deletes it first.
+    """
     final = config.output_dir / FINAL
-    if finished(config):
+    inputs = stage_inputs(config)
+    if finished(config, inputs):
         log.info("stage %s already finished: %s", config.output_dir, final)
         return final
-    config.output_dir.mkdir(parents=True, exist_ok=True)
+    arguments = training_arguments(config)
+    with arguments.main_process_first(desc="checking the stage's folder"):  # the main one clears it on restart
+        claim_output_dir(config, inputs, restart)
     set_seed(config.seed)
     model, processor = model_from_source(config.model, seed=config.seed)
     trainable = set_trainable(model, config.trained_parts)
     log.info("training %s: %s", ", ".join(config.trained_parts), trainable)
 
-    arguments = training_arguments(config)
     with arguments.main_process_first(desc="checking the conversations"):  # the others read its sample cache
         samples, report = load_conversations(config.data.conversations, config.data.images, processor,
                                              config.data.max_length)
@@ -164,4 +163,4 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = ()) -> Pat
     result = trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
     metrics = dict(result.metrics, samples_kept=report.kept, samples_skipped=sum(report.skipped.values()),
                    global_step=trainer.state.global_step)
-    return save_final(trainer, processor, config, metrics)
+    return save_final(trainer, processor, config, inputs, metrics)

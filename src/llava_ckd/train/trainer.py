@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 
 LOSS_SUM_FILE = "loss_sum.json"
 CHECKPOINT_STAGING = "checkpoint.partial"
+
+
+class LossNotFinite(ValueError):
+    """Training diverged: the logged loss is NaN or infinite."""
 
 
 def _shifted(factor: Callable[[int], float], start: int, step: int) -> float:
@@ -130,7 +135,8 @@ class StageTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Training logs also get each loss term, averaged over the steps since the last log."""
+        """Training logs also get each loss term, averaged over the steps since the last log; a loss that is not
+        finite stops the stage (no `final/` is written from a diverged run)."""
         if "loss" in logs and self._windows_since_log:
             names = sorted(self._term_sums)
             totals = torch.stack([self._term_sums[name] for name in names])
@@ -138,6 +144,11 @@ class StageTrainer(Trainer):
                 totals = self.accelerator.reduce(totals, reduction="sum")
             logs |= {name: float(total) / self._windows_since_log for name, total in zip(names, totals, strict=True)}
             self._term_sums, self._windows_since_log = {}, 0
+            diverged = {name: value for name, value in logs.items() if name in names and not math.isfinite(value)}
+            if diverged:  # the Trainer's own `loss` hides NaN and inf (logging_nan_inf_filter): the terms do not
+                raise LossNotFinite(f"{self.args.output_dir}: loss terms {diverged} at step {self.state.global_step}; "
+                                    "stopped without saving a final model (a learning rate too high, half precision "
+                                    "overflowing, or damaged data or Teacher signals?)")
         if "train_loss" in logs and self._loss_sum is not None:  # the end of training: the stage's mean (`train`)
             logs["train_loss"] = float(self._process_mean(self._loss_sum)) / max(self.state.global_step, 1)
         super().log(logs, start_time)
