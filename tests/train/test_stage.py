@@ -188,3 +188,14 @@ def test_resume_takes_the_last_checkpoint_saved_to_the_end_and_deletes_ones_cut_
     assert not (tmp_path / "checkpoint-200").exists() and not (tmp_path / "checkpoint-1000").exists()
     assert "checkpoint-1000: its save was cut short" in caplog.text
     assert complete.exists() and (tmp_path / "checkpoint-30").exists()   # older ones are left to the Trainer
+
+
+def test_the_loss_sum_starts_at_zero_and_a_checkpoint_without_one_is_named(tmp_path, caplog):
+    from llava_ckd.train.trainer import LOSS_SUM_FILE, loss_sum_at
+
+    assert float(loss_sum_at(None)) == 0.0
+    (tmp_path / "checkpoint-4").mkdir()
+    assert loss_sum_at(str(tmp_path / "checkpoint-4")) is None
+    assert f"checkpoint-4 has no {LOSS_SUM_FILE}: train_loss will be the mean over the steps run from it" in caplog.text
+    (tmp_path / "checkpoint-4" / LOSS_SUM_FILE).write_text('{"loss_sum": 0.1}')
+    assert loss_sum_at(str(tmp_path / "checkpoint-4")).item() == 0.1  # float64, as JSON holds it
