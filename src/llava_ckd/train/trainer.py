@@ -68,8 +68,8 @@ class StageTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         """Write the checkpoint into `checkpoint.partial/` and rename it to `checkpoint-N` once every process has
         written its part, then delete the oldest beyond `save_total_limit`: a kill at any instant leaves whole
-        checkpoints only. (`Trainer` writes in place, and its processes write their RNG states and optimizer
-        shards without waiting for each other.) The checkpoint also keeps the stage's loss sum (see `train`)."""
+        checkpoints only. (`Trainer` writes in place, and process 0 writes `trainer_state.json` without waiting for
+        the others' RNG states.) The checkpoint also keeps the stage's loss sum (see `train`)."""
         run_dir = Path(self._get_output_dir(trial))
         staging, name = run_dir / CHECKPOINT_STAGING, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save:
