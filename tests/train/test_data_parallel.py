@@ -73,7 +73,9 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(colour_datas
     assert expected.keys() == got.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=1e-5, msg=name)
-    assert json.loads((two / "final" / "metrics.json").read_text())["global_step"] == STEPS
+    metrics = [json.loads((folder / "final" / "metrics.json").read_text()) for folder in (one, two)]
+    assert metrics[1]["global_step"] == STEPS
+    assert metrics[1]["train_loss"] == pytest.approx(metrics[0]["train_loss"], rel=1e-4)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 Layout of a stage's output directory:
     checkpoint-N/     Trainer checkpoints (model, optimizer, scheduler, RNG, data position)
+    checkpoint.partial/  the checkpoint being written (renamed to checkpoint-N once whole)
     runs/             TensorBoard logs
     data_report.json  samples kept, truncated and skipped (with reasons)
     inputs.json       what the stage is made from (see `inputs.py`)

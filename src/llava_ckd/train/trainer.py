@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import shutil
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, get_scheduler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from llava_ckd.config import ScheduleWindow
 from llava_ckd.distill.loss import Distiller, TargetCounts
 from llava_ckd.distill.teachers import OnlineTeacher
+
+log = logging.getLogger(__name__)
+
+LOSS_SUM_FILE = "loss_sum.json"
+CHECKPOINT_STAGING = "checkpoint.partial"
 
 
 class LossNotFinite(ValueError):
@@ -34,6 +44,60 @@ class StageTrainer(Trainer):
         self._term_sums: dict[str, torch.Tensor] = {}
         self._windows_since_log = 0
         self.loss_is_scaled_for_ga = True  # every term is divided by its count over the accumulation window
+        self._loss_sum: torch.Tensor | None = None  # of every step of the stage so far, runs before a resume included
+        self._saving_into: Path | None = None  # while a checkpoint is written: where (see `_save_checkpoint`)
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        """`train_loss` in the metrics is the mean loss over all steps of the stage, also when it resumed.
+
+        (Transformers' own averages over the steps of this run alone.) The loss of each step is added in float64 to a
+        sum that checkpoints keep, so a resumed stage reports exactly the uninterrupted run's figure.
+        """
+        self._loss_sum = loss_sum_at(resume_from_checkpoint)
+        if self._loss_sum is not None:
+            self._loss_sum = self._loss_sum.to(self.args.device)
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        return output._replace(training_loss=output.metrics["train_loss"])  # as `log` set it
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._loss_sum is not None:
+            self._loss_sum += loss
+        return loss
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint into `checkpoint.partial/` and rename it to `checkpoint-N` once every process has
+        written its part, then delete the oldest beyond `save_total_limit`: a kill at any instant leaves whole
+        checkpoints only. (`Trainer` writes in place, and process 0 writes `trainer_state.json` without waiting for
+        the others' RNG states.) The checkpoint also keeps the stage's loss sum (see `train`)."""
+        run_dir = Path(self._get_output_dir(trial))
+        staging, name = run_dir / CHECKPOINT_STAGING, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # a save cut short
+        self.accelerator.wait_for_everyone()
+        if self._loss_sum is not None:
+            self._loss_sum = self._process_mean(self._loss_sum)  # every process goes on from the value kept
+            if self.args.should_save:
+                (staging / name).mkdir(parents=True)
+                (staging / name / LOSS_SUM_FILE).write_text(json.dumps({"loss_sum": float(self._loss_sum)}))
+        self._saving_into = staging
+        try:
+            super()._save_checkpoint(model, trial)  # into staging/checkpoint-N; its rotation sees that one alone
+        finally:
+            self._saving_into = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            shutil.rmtree(run_dir / name, ignore_errors=True)  # a same-named one from an earlier run
+            (staging / name).rename(run_dir / name)
+            staging.rmdir()
+            rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+
+    def _get_output_dir(self, trial) -> str:
+        return str(self._saving_into) if self._saving_into else super()._get_output_dir(trial)
+
+    def _process_mean(self, value: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(value, reduction="mean") if self.args.world_size > 1 else value
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The stage's own schedule, or its window of one schedule over a chain of stages (`schedule_window`)."""
@@ -85,6 +149,8 @@ class StageTrainer(Trainer):
                 raise LossNotFinite(f"{self.args.output_dir}: loss terms {diverged} at step {self.state.global_step}; "
                                     "stopped without saving a final model (a learning rate too high, half precision "
                                     "overflowing, or damaged data or Teacher signals?)")
+        if "train_loss" in logs and self._loss_sum is not None:  # the end of training: the stage's mean (`train`)
+            logs["train_loss"] = float(self._process_mean(self._loss_sum)) / max(self.state.global_step, 1)
         super().log(logs, start_time)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -99,3 +165,15 @@ class StageTrainer(Trainer):
         model = self.accelerator.unwrap_model(model or self.model)
         restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
         model.load_state_dict(restored.state_dict())
+
+
+def loss_sum_at(checkpoint: str | None) -> torch.Tensor | None:
+    """The loss sum a checkpoint kept (zero for a fresh start; None for checkpoints written without one)."""
+    if checkpoint is None:
+        return torch.zeros((), dtype=torch.float64)
+    path = Path(checkpoint) / LOSS_SUM_FILE
+    if not path.is_file():
+        log.warning("%s has no %s: train_loss will be the mean over the steps run from it on", checkpoint,
+                    LOSS_SUM_FILE)
+        return None
+    return torch.tensor(json.loads(path.read_text())["loss_sum"], dtype=torch.float64)
