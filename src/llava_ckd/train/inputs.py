@@ -21,7 +21,8 @@ from llava_ckd.fingerprint import differences, file_sha256, location_fingerprint
 INPUTS_FILE = "inputs.json"
 FINAL = "final"
 SHOWN_DIFFERENCES = 8
-STAGE_OUTPUTS = ("checkpoint-*", FINAL, FINAL + ".partial", "runs", "data_report.json", INPUTS_FILE)
+STAGE_OUTPUTS = ("checkpoint-*", "checkpoint.partial", FINAL, FINAL + ".partial", "runs", "data_report.json",
+                 INPUTS_FILE)
 
 
 class StageInputsChanged(ValueError):
