@@ -3,7 +3,7 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
-from llava_ckd.distill.vocab import shared_vocabulary, shared_vocab_size
+from llava_ckd.distill.vocab import shared_vocab_size, shared_vocabulary
 
 
 def tokenizer(name, vocab):

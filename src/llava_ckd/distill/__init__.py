@@ -4,7 +4,7 @@ from llava_ckd.distill.divergences import DIVERGENCES, DivergenceSpec
 from llava_ckd.distill.heads import HeadLosses, fused_head_loss, head_kd_loss
 from llava_ckd.distill.relation import head_gram, rdist_loss
 from llava_ckd.distill.sparse import SparseTeacherSignal, sparse_forward_kl, sparse_head_kd_loss
-from llava_ckd.distill.vocab import shared_vocabulary, shared_vocab_size
+from llava_ckd.distill.vocab import shared_vocab_size, shared_vocabulary
 
 __all__ = [
     "DIVERGENCES",
