@@ -81,11 +81,21 @@ class TeacherView:
 IMAGE_CACHE_BYTES = 1 << 30
 
 
-def image_inputs(image_processor, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-    """The model inputs the image processor makes of `images`, one image at a time, joined along the first axis."""
-    per_image = [image_processor(images=[image], return_tensors="pt") for image in images]
-    names = [name for name in image_processor.model_input_names if name in per_image[0]]
+def image_inputs(processor: ProcessorMixin, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+    """The model inputs the processor's image processor makes of `images`, one image at a time, joined along the
+    first axis."""
+    per_image = [processor.image_processor(images=[image], return_tensors="pt") for image in images]
+    names = [name for name in processor.model_input_names if name in per_image[0]]
     return {name: join([inputs[name] for inputs in per_image]) for name in names}
+
+
+def modality_inputs(processor: ProcessorMixin, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-token modality ids some processors add to the text inputs (Qwen-VL's M-RoPE reads them, Gemma 3's
+    attention over image tokens), under the name the processor gives them; none for the others."""
+    if not type(processor).return_mm_token_type_ids:
+        return {}
+    name = "mm_token_type_ids" if "mm_token_type_ids" in processor.model_input_names else "token_type_ids"
+    return {name: torch.tensor(processor.create_mm_token_type_ids(input_ids.tolist()))}
 
 
 def join(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -100,17 +110,17 @@ def join(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(padded)
 
 
-def cacheable_images(image_processor, budget_bytes: int = IMAGE_CACHE_BYTES) -> int:
+def cacheable_images(processor: ProcessorMixin, budget_bytes: int = IMAGE_CACHE_BYTES) -> int:
     """How many processed images fit in `budget_bytes`: all of the demo's 32 px ones, about 600 at 384 px."""
-    probe = image_inputs(image_processor, [Image.new("RGB", (8, 8))])["pixel_values"]
+    probe = image_inputs(processor, [Image.new("RGB", (8, 8))])["pixel_values"]
     return max(1, budget_bytes // (probe.numel() * probe.element_size()))
 
 
-def image_loader(image_processor, cache_images: int = 0) -> Callable[[Path], dict[str, torch.Tensor]]:
+def image_loader(processor: ProcessorMixin, cache_images: int = 0) -> Callable[[Path], dict[str, torch.Tensor]]:
     """Image file -> its model inputs (leading axis 1); the last `cache_images` results are kept."""
 
     def inputs(path: Path) -> dict[str, torch.Tensor]:
-        return image_inputs(image_processor, [load_rgb(path)])
+        return image_inputs(processor, [load_rgb(path)])
 
     return lru_cache(maxsize=cache_images)(inputs) if cache_images else inputs
 
@@ -122,10 +132,10 @@ class Collator:
                  with_sample_index: bool = False, teacher: TeacherView | None = None):
         self.pad_token_id = pad_token_id
         self.processor = processor
-        self.images = image_loader(processor.image_processor, cache_images)
+        self.images = image_loader(processor, cache_images)
         self.with_sample_index = with_sample_index
         self.teacher = teacher
-        self.teacher_images = image_loader(teacher.processor.image_processor, cache_images) if teacher else None
+        self.teacher_images = image_loader(teacher.processor, cache_images) if teacher else None
 
     def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         batch = self.pad(samples, self.images, self.processor, self.pad_token_id)
@@ -152,8 +162,7 @@ class Collator:
             labels[row, :n] = torch.tensor(sample.labels)
             attention_mask[row, :n] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        if type(processor).return_mm_token_type_ids:  # the modality of each token: Qwen-VL's M-RoPE reads it
-            batch["mm_token_type_ids"] = torch.tensor(processor.create_mm_token_type_ids(input_ids.tolist()))
+        batch |= modality_inputs(processor, input_ids)
         paths = [path for sample in samples for path in sample.images]
         if paths:
             inputs = [images(path) for path in paths]

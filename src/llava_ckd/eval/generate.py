@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
-from llava_ckd.data.collator import image_inputs
+from llava_ckd.data.collator import image_inputs, modality_inputs
 from llava_ckd.data.conversations import ConversationEncoder, load_rgb
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
@@ -33,12 +33,10 @@ class AnswerGenerator:
                  for r, image in zip(requests, images, strict=True)]
         inputs = dict(self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                                      add_special_tokens=False))
-        if type(self.processor).return_mm_token_type_ids:
-            inputs["mm_token_type_ids"] = torch.tensor(
-                self.processor.create_mm_token_type_ids(inputs["input_ids"].tolist()))
+        inputs |= modality_inputs(self.processor, inputs["input_ids"])
         present = [image for image in images if image is not None]
         if present:
-            inputs |= image_inputs(self.processor.image_processor, present)
+            inputs |= image_inputs(self.processor, present)
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
 
