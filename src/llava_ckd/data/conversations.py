@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
-from transformers import ProcessorMixin
+from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
@@ -131,11 +131,12 @@ def chat_template(processor: ProcessorMixin) -> str:
     return template
 
 
-def render_with_answer_spans(processor: ProcessorMixin, messages: list[dict]) -> tuple[str, list[tuple]]:
+def render_with_answer_spans(tokenizer: PreTrainedTokenizerBase, template: str, messages: list[dict]
+                             ) -> tuple[str, list[tuple]]:
     """The chat-template text of `messages` and the character spans of the assistant replies in it."""
     def render(prefix: list[dict], add_generation_prompt: bool = False) -> str:
-        return processor.tokenizer.apply_chat_template(prefix, chat_template=chat_template(processor), tokenize=False,
-                                                       add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(prefix, chat_template=template, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
 
     text = render(messages)
     spans = []
@@ -145,7 +146,7 @@ def render_with_answer_spans(processor: ProcessorMixin, messages: list[dict]) ->
         prompt = render(messages[:turn], add_generation_prompt=True)
         with_reply = render(messages[: turn + 1])
         if not text.startswith(prompt) or not text.startswith(with_reply):
-            raise DataError(f"the chat template of {processor.tokenizer.name_or_path!r} does not render "
+            raise DataError(f"the chat template of {tokenizer.name_or_path!r} does not render "
                             "conversations prefix by prefix, so assistant turns cannot be located")
         spans.append((len(prompt), len(with_reply.rstrip())))
     return text, spans
@@ -265,15 +266,11 @@ class ConversationEncoder:
             raise SkipSample("record is not a JSON object")
         sample_id = str(record.get("id", "?"))
         paths = self.images(record)
-        text, spans = render_with_answer_spans(self.processor, self.messages(record, len(paths)))
+        text, spans = render_with_answer_spans(self.tokenizer, chat_template(self.processor),
+                                               self.messages(record, len(paths)))
         images = [load_rgb(path) for path in paths]
         text, spans, expansions = expand_images(self.processor, text, spans, images)
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        input_ids = encoding["input_ids"]
-        labels = [
-            token if any(start <= offset[0] < end for start, end in spans) else IGNORE_INDEX
-            for token, offset in zip(input_ids, encoding["offset_mapping"], strict=True)
-        ]
+        input_ids, labels = tokens_and_labels(self.tokenizer, text, spans)
         image_tokens = self.image_token_counts(expansions)
         if sum(image_tokens) != input_ids.count(self.image_token_id):
             raise SkipSample("image tokens merge with the text around them",
@@ -287,6 +284,14 @@ class ConversationEncoder:
             if all(label == IGNORE_INDEX for label in labels):
                 raise SkipSample("too long: no answer token before max_length", f"max_length {self.max_length}")
         return Sample(sample_id, input_ids, labels, paths, image_tokens, position, truncated)
+
+
+def tokens_and_labels(tokenizer: PreTrainedTokenizerBase, text: str, spans: list[tuple]) -> tuple[list[int], list[int]]:
+    """The token ids of `text`, and labels that keep the tokens starting inside `spans` (the rest -100)."""
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = [token if any(start <= offset[0] < end for start, end in spans) else IGNORE_INDEX
+              for token, offset in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True)]
+    return encoding["input_ids"], labels
 
 
 def load_rgb(path: Path) -> Image.Image:
