@@ -30,7 +30,7 @@ from transformers import (
     ProcessorMixin,
 )
 
-from llava_ckd.models import train_tokenizer
+from llava_ckd.models import build_preset, train_tokenizer
 from tests.conftest import CORPUS
 
 TEMPLATES = Path(__file__).parents[1] / "fixtures" / "chat_templates"
@@ -53,6 +53,11 @@ def base_tokenizer(extra_corpus: list[str], specials: list[str], named: dict[str
     return PreTrainedTokenizerFast(tokenizer_object=trained.backend_tokenizer, pad_token=trained.pad_token,
                                    eos_token=trained.eos_token, extra_special_tokens=named, padding_side="right",
                                    model_max_length=trained.model_max_length)
+
+
+def llava(hidden: int, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """LLaVA / TinyLLaVA composition (the presets): a fixed 16 image tokens per 32 px image, ChatML."""
+    return build_preset({32: "tiny-student", 64: "tiny-ta"}[hidden], base_tokenizer([], []), seed=seed)
 
 
 def smolvlm(hidden: int, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
@@ -108,6 +113,7 @@ class Family:
 
 
 FAMILIES = {
+    "llava": Family("llava", llava, "<|im_end|>", variable_image_tokens=False),
     "smolvlm": Family("smolvlm", smolvlm, "<end_of_utterance>", variable_image_tokens=True),
     "gemma3": Family("gemma3", gemma3, "<end_of_turn>", variable_image_tokens=False),
 }
