@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForImageTextToText
 
 from llava_ckd.config import StageConfig
-from llava_ckd.data.collator import Collator, ConversationDataset
-from llava_ckd.data.conversations import IGNORE_INDEX, load_conversations
+from llava_ckd.data.collator import Collator, ConversationDataset, TeacherView
+from llava_ckd.data.conversations import IGNORE_INDEX, DataError, load_conversations
 from llava_ckd.distill.cache import write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.loss import Distiller, LossWeights
@@ -20,7 +21,7 @@ from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.run import evaluate
 from llava_ckd.models.build import load_vlm
 from llava_ckd.train.stage import run_stage
-from tests.families.conftest import IMAGES, RECORDS
+from tests.families.conftest import FAMILIES, IMAGES, RECORDS
 
 WEIGHTS = LossWeights(ce=0.7, response_kd=1.3, visual_kd=0.4, relation_kd=2.0)
 SPEC = DivergenceSpec(name="jsd", temperature=2.0, beta=0.3)
@@ -204,3 +205,14 @@ def test_llava_ckd_eval_batched_equals_batch_one(family, checkpoints, family_dat
 
     assert answers(tmp_path / "batched") == answers(tmp_path / "single")
     assert len(answers(tmp_path / "single")) == 9
+
+
+def test_a_teacher_whose_template_gives_other_assistant_tokens_is_refused(family_data):
+    """Response KD pairs assistant tokens one for one: Gemma 3's `red<end_of_turn>` is not ChatML's `red<|im_end|>`."""
+    _, student_processor = FAMILIES["llava"].build(32, 0)
+    _, teacher_processor = FAMILIES["gemma3"].build(64, 1)
+
+    with pytest.raises(DataError, match="sample square: the Teacher's chat template and tokenizer give other "
+                                        "assistant tokens"):
+        TeacherView.between(samples_of(student_processor, family_data), student_processor,
+                            samples_of(teacher_processor, family_data), teacher_processor)
