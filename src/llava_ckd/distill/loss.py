@@ -196,12 +196,15 @@ class Distiller:
         counts: TargetCounts,
     ) -> dict[str, Tensor]:
         """Visual-token KD and RDist, for a Teacher that expands every image into as many tokens as the Student."""
+        student_images = batch["input_ids"] == student.config.image_token_id
         if IMAGE_TOKEN_COUNTS not in batch:
+            if student_images.any():
+                raise ValueError(f"the batch holds image tokens but no {IMAGE_TOKEN_COUNTS} (each image's number of "
+                                 "image tokens, which the Collator writes): the visual losses cannot group them")
             return {name: hidden.new_zeros(()) for name in ("visual_kd", "relation_kd") if getattr(self.weights, name)}
         image_counts = batch[IMAGE_TOKEN_COUNTS]
         if teacher.image_token_counts is None or not torch.equal(image_counts, teacher.image_token_counts):
             raise ValueError(visual_grids_differ(image_counts, teacher.image_token_counts))
-        student_images = batch["input_ids"] == student.config.image_token_id
         teacher_images = teacher.input_ids == self.teacher.image_token_id
         terms = {}
         if self.weights.visual_kd:
