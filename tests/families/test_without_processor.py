@@ -1,22 +1,28 @@
-"""Qwen2.5-VL and Qwen3-VL at tiny width, as Teacher and Student of the distillation losses, and a Qwen2.5-VL Teacher
-distilling a TinyLLaVA-style SigLIP + Qwen2 Student on one base vocabulary.
+"""Qwen2.5-VL, Qwen3-VL and InternVL at tiny width, as Teacher and Student of the distillation losses, and a
+Qwen2.5-VL Teacher distilling a TinyLLaVA-style SigLIP + Qwen2 Student on one base vocabulary.
 
-Their processors (`Qwen2_5_VLProcessor`, `Qwen3VLProcessor`) cannot be built here: transformers 5.24 checks their
-video-processor argument against a class that exists only with torchvision, which has no CPU build on this
-machine's package index. So the Teacher's inputs are written out here as those processors make them: the family's
-chat template (tests/fixtures/chat_templates/qwen2_vl.jinja), each `<|image_pad|>` repeated once per merged patch of
-its image's grid (`image_grid_thw.prod() // merge_size**2`, `Qwen2_5_VLProcessor.replace_image_token`), the image
-processor's flattened patches and grid, and the modality ids M-RoPE reads. The models, image processor, loss and
-vocabulary code are the real ones.
+These families' processors (`Qwen2_5_VLProcessor`, `Qwen3VLProcessor`, `InternVLProcessor`) cannot be built here:
+transformers 5.24 checks their video-processor argument against a class that exists only with torchvision, which
+has no CPU build on this machine's package index. So their inputs are written out here as those processors make
+them: the family's chat template (tests/fixtures/chat_templates/), each image placeholder replaced by the family's
+expansion (`replace_image_token` of its processor: Qwen-VL repeats `<|image_pad|>` once per merged patch of the
+image's grid, `image_grid_thw.prod() // merge_size**2`; InternVL writes `<img>`, `image_seq_length` `<IMG_CONTEXT>`
+per tile of the image, `</img>`), the image processor's outputs, and the modality ids Qwen-VL's M-RoPE reads. The
+models, image processors, loss and vocabulary code are the real ones.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pytest
 import torch
 from PIL import Image
 from transformers import (
     AutoTokenizer,
+    GotOcr2ImageProcessorPil,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
@@ -36,16 +42,21 @@ from tests.distill.conftest import load_dataset
 from tests.families.conftest import TEMPLATES, tiny_text
 
 QWEN_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+INTERNVL_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
 SPEC = DivergenceSpec(name="jsd", temperature=2.0, beta=0.3)
 SIZES = [(32, 32), (64, 40), (40, 72)]
 
 
+def extended(tokenizer_dir, tokens):
+    """The tests' tokenizer with a family's vision tokens added: one base vocabulary, other added special tokens."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": tokens})
+    return tokenizer
+
+
 @pytest.fixture(scope="module")
 def qwen_tokenizer(tokenizer_dir):
-    """The tests' tokenizer with Qwen-VL's vision tokens added: one base vocabulary, other added special tokens."""
-    extended = AutoTokenizer.from_pretrained(tokenizer_dir)
-    extended.add_special_tokens({"additional_special_tokens": QWEN_TOKENS})
-    return extended
+    return extended(tokenizer_dir, QWEN_TOKENS)
 
 
 def token_ids(tokenizer) -> dict:
@@ -78,11 +89,39 @@ def qwen3_vl(tokenizer, hidden: int, seed: int):
     return Qwen3VLForConditionalGeneration(config).eval()
 
 
-FAMILIES = {"qwen2.5-vl": qwen25_vl, "qwen3-vl": qwen3_vl}
+def internvl(tokenizer, hidden: int, seed: int):
+    config = InternVLConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=[32, 32], patch_size=[8, 8]),
+        text_config=dict(model_type="qwen2", **tiny_text(len(tokenizer), tokenizer.pad_token_id, hidden)),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5)
+    torch.manual_seed(seed)
+    return InternVLForConditionalGeneration(config).eval()
 
 
-def image_processor():
-    return Qwen2VLImageProcessorPil(patch_size=14, merge_size=2)
+@dataclass(frozen=True)
+class Written:
+    """How a family's processor turns a conversation's images into text and model inputs, written out."""
+
+    tokens: list[str]
+    template: str
+    placeholder: str
+    image_processor: object
+    image_inputs: tuple[str, ...]
+
+    def expansions(self, encoded) -> list[str]:
+        if "image_grid_thw" in encoded:
+            counts = encoded["image_grid_thw"].prod(-1) // self.image_processor.merge_size**2
+            return ["<|image_pad|>" * count for count in counts.tolist()]
+        return [f"<img>{'<IMG_CONTEXT>' * 4 * tiles}</img>" for tiles in encoded["num_patches"].tolist()]
+
+
+QWEN_VL = Written(QWEN_TOKENS, "qwen2_vl.jinja", "<|image_pad|>", Qwen2VLImageProcessorPil(patch_size=14, merge_size=2),
+                  ("pixel_values", "image_grid_thw"))
+INTERNVL = Written(INTERNVL_TOKENS, "internvl.jinja", "<IMG_CONTEXT>\n",
+                   GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True, max_patches=4),
+                   ("pixel_values",))
+FAMILIES = {"qwen2.5-vl": (qwen25_vl, QWEN_VL), "qwen3-vl": (qwen3_vl, QWEN_VL), "internvl": (internvl, INTERNVL)}
 
 
 def images_of(sizes) -> list[Image.Image]:
@@ -91,38 +130,40 @@ def images_of(sizes) -> list[Image.Image]:
                             .numpy()) for width, height in sizes]
 
 
-def qwen_inputs(tokenizer, conversations: list[tuple[list[Image.Image], str, str]]) -> dict[str, torch.Tensor]:
-    """A right-padded batch of (images, question, answer) conversations, as Qwen2.5-VL's processor makes it."""
-    template = (TEMPLATES / "qwen2_vl.jinja").read_text()
-    processor = image_processor()
-    pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    rows, label_rows, pixels, grids = [], [], [], []
+def written_inputs(tokenizer, family: Written, conversations: list[tuple[list[Image.Image], str, str]]
+                   ) -> dict[str, torch.Tensor]:
+    """A right-padded batch of (images, question, answer) conversations, as the family's processor makes it."""
+    template = (TEMPLATES / family.template).read_text()
+    image_token = tokenizer.convert_tokens_to_ids(family.tokens[2])
+    rows, label_rows, image_inputs, counts = [], [], [], []
     for images, question, answer in conversations:
         messages = [{"role": "user", "content": [{"type": "image"}] * len(images) + content_parts(question)},
                     {"role": "assistant", "content": content_parts(answer)}]
         text, spans = render_with_answer_spans(tokenizer, template, messages)
-        ids, labels = tokens_and_labels(tokenizer, text, spans)
         if images:
-            encoded = processor(images=images, return_tensors="pt")
-            pixels.append(encoded["pixel_values"])
-            grids.append(encoded["image_grid_thw"])
-            counts = iter((encoded["image_grid_thw"].prod(-1) // processor.merge_size**2).tolist())
-            expanded = [pair for token, label in zip(ids, labels, strict=True)
-                        for pair in ([(pad, IGNORE_INDEX)] * next(counts) if token == pad else [(token, label)])]
-            ids, labels = zip(*expanded, strict=True)
-        rows.append(list(ids))
-        label_rows.append(list(labels))
+            encoded = family.image_processor(images=images, return_tensors="pt")
+            image_inputs.append(encoded)
+            pieces = text.split(family.placeholder)
+            expansions = family.expansions(encoded)
+            text = pieces[0] + "".join(expansion + piece for expansion, piece in zip(expansions, pieces[1:],
+                                                                                     strict=True))
+            shift = sum(len(expansion) - len(family.placeholder) for expansion in expansions)
+            spans = [(start + shift, end + shift) for start, end in spans]  # images come before the answer
+            counts += [tokenizer(expansion)["input_ids"].count(image_token) for expansion in expansions]
+        ids, labels = tokens_and_labels(tokenizer, text, spans)
+        rows.append(ids)
+        label_rows.append(labels)
     length = max(map(len, rows))
     batch = {
         "input_ids": torch.tensor([row + [tokenizer.pad_token_id] * (length - len(row)) for row in rows]),
         "attention_mask": torch.tensor([[1] * len(row) + [0] * (length - len(row)) for row in rows]),
         "labels": torch.tensor([row + [IGNORE_INDEX] * (length - len(row)) for row in label_rows]),
     }
-    batch["mm_token_type_ids"] = (batch["input_ids"] == pad).long()
-    if grids:
-        batch["pixel_values"] = torch.cat(pixels)
-        batch["image_grid_thw"] = torch.cat(grids)
-        batch["image_token_counts"] = batch["image_grid_thw"].prod(-1) // processor.merge_size**2
+    if family is QWEN_VL:
+        batch["mm_token_type_ids"] = (batch["input_ids"] == image_token).long()
+    if image_inputs:
+        batch |= {name: torch.cat([inputs[name] for inputs in image_inputs]) for name in family.image_inputs}
+        batch["image_token_counts"] = torch.tensor(counts)
     return batch
 
 
@@ -146,17 +187,26 @@ def naive_visual_terms(student, teacher, batch, spec):
     }
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_images_of_different_sizes_are_grouped_by_the_grids_counts(family, qwen_tokenizer):
-    student, teacher = FAMILIES[family](qwen_tokenizer, 32, 0), FAMILIES[family](qwen_tokenizer, 64, 1)
-    batch = qwen_inputs(qwen_tokenizer, [(images_of(SIZES[:2]), "How many objects are there?", "2"),
-                                         (images_of(SIZES[2:]), "What colour is the image?", "red"),
-                                         ([], "Describe the image briefly.", "A red circle.")])
-    assert batch["image_token_counts"].tolist() == [4, 6, 6]  # (56x56, 56x84, 56x84 px after resizing) / 14² / 2²
-    assert (batch["input_ids"] == qwen_tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum() == 16
+IMAGE_TOKENS = {
+    "qwen2.5-vl": [4, 6, 6],  # 56x56, 56x84 and 84x56 px after resizing, / 14² per patch / 2x2 merged
+    "qwen3-vl": [4, 6, 6],
+    "internvl": [4, 12, 12],  # 4 per 32 px tile: one tile for the square image, 2 and a thumbnail for the others
+}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_images_of_different_sizes_are_grouped_by_the_familys_counts(name, tokenizer_dir):
+    build, family = FAMILIES[name]
+    tokenizer = extended(tokenizer_dir, family.tokens)
+    student, teacher = build(tokenizer, 32, 0), build(tokenizer, 64, 1)
+    batch = written_inputs(tokenizer, family, [(images_of(SIZES[:2]), "How many objects are there?", "2"),
+                                               (images_of(SIZES[2:]), "What colour is the image?", "red"),
+                                               ([], "Describe the image briefly.", "A red circle.")])
+    assert batch["image_token_counts"].tolist() == IMAGE_TOKENS[name]
+    assert (batch["input_ids"] == student.config.image_token_id).sum() == sum(IMAGE_TOKENS[name])
 
     weights = LossWeights(ce=0.0, response_kd=1.0, visual_kd=0.5, relation_kd=2.0)
-    _, terms = Distiller(OnlineTeacher(teacher), weights, SPEC, len(qwen_tokenizer))(student, batch)
+    _, terms = Distiller(OnlineTeacher(teacher), weights, SPEC, len(tokenizer))(student, batch)
     naive = naive_visual_terms(student, teacher, batch, SPEC)
 
     for name, value in naive.items():
@@ -175,7 +225,7 @@ def cross_family(tokenizer, qwen_tokenizer, tmp_path_factory):
     batch = Collator(processor, tokenizer.pad_token_id)([dataset[i] for i in range(4)])
     batch["labels"] = first_answer_only(batch["labels"])  # the Qwen side below renders the first question only
     images = [Image.open(path).convert("RGB") for sample in dataset.samples for path in sample.images]
-    teacher_batch = qwen_inputs(qwen_tokenizer, [
+    teacher_batch = written_inputs(qwen_tokenizer, QWEN_VL, [
         ([image], "What colour is the image?", f"{answer}") for image, answer in
         zip(images, ["red", "green", "blue", "yellow"], strict=True)])
     return student, qwen25_vl(qwen_tokenizer, 64, 1), batch, teacher_batch
