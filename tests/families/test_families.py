@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForImageTextToText
 
-from llava_ckd.config import StageConfig
+from llava_ckd.config import ModelSource, StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset, TeacherView
 from llava_ckd.data.conversations import IGNORE_INDEX, DataError, load_conversations
 from llava_ckd.distill.cache import write_teacher_cache
@@ -19,9 +19,10 @@ from llava_ckd.distill.positions import model_inputs
 from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.run import evaluate
-from llava_ckd.models.build import load_vlm
+from llava_ckd.models.build import ModelError, load_vlm
+from llava_ckd.models.load import model_from_source
 from llava_ckd.train.stage import run_stage
-from tests.families.conftest import FAMILIES, IMAGES, RECORDS
+from tests.families.conftest import FAMILIES, IMAGES, RECORDS, save
 
 WEIGHTS = LossWeights(ce=0.7, response_kd=1.3, visual_kd=0.4, relation_kd=2.0)
 SPEC = DivergenceSpec(name="jsd", temperature=2.0, beta=0.3)
@@ -216,3 +217,13 @@ def test_a_teacher_whose_template_gives_other_assistant_tokens_is_refused(family
                                         "assistant tokens"):
         TeacherView.between(samples_of(student_processor, family_data), student_processor,
                             samples_of(teacher_processor, family_data), teacher_processor)
+
+
+def test_a_checkpoint_whose_processor_writes_another_image_token_is_refused(tmp_path):
+    model, processor = FAMILIES["smolvlm"].build(32, 0)
+    model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids("<global-img>")
+    save(model, processor, tmp_path / "model")
+
+    with pytest.raises(ModelError, match="the model reads image features at token id .*, its processor writes image "
+                                         "tokens as id 3 \\('<image>'\\)"):
+        model_from_source(ModelSource(path=str(tmp_path / "model")))
