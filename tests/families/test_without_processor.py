@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 from transformers import (
+    AutoModelForImageTextToText,
     AutoTokenizer,
     GotOcr2ImageProcessorPil,
     InternVLConfig,
@@ -269,3 +270,30 @@ def test_visual_and_relation_kd_across_the_two_grids_are_refused_with_one_messag
     weights = LossWeights(ce=1.0, response_kd=1.0, visual_kd=1.0, relation_kd=1.0)
     with pytest.raises(ValueError, match=r"image tokens per image: Student \[16, 16, 16, 16\], Teacher \[4, 4, 4, 4\]"):
         Distiller(OnlineTeacher(teacher), weights, SPEC, len(tokenizer))(student, batch)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_saved_model_reloads_in_plain_transformers_with_identical_logits(name, tokenizer_dir, tmp_path):
+    build, family = FAMILIES[name]
+    tokenizer = extended(tokenizer_dir, family.tokens)
+    model = build(tokenizer, 32, 0)
+    batch = written_inputs(tokenizer, family, [(images_of(SIZES), "How many objects are there?", "3")])
+    model.save_pretrained(tmp_path)
+
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(model)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**model_inputs(batch)).logits, model(**model_inputs(batch)).logits,
+                                   rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_labels_under_the_familys_template_are_the_assistant_turns(name, tokenizer_dir):
+    _, family = FAMILIES[name]
+    tokenizer = extended(tokenizer_dir, family.tokens)
+    answers = ["2", "red", "A red circle."]
+    batch = written_inputs(tokenizer, family, [(images_of(SIZES[:2]), "How many objects are there?", answers[0]),
+                                               (images_of(SIZES[2:]), "What colour is the image?", answers[1]),
+                                               ([], "Describe the image briefly.", answers[2])])
+    decoded = [tokenizer.decode(row[row != IGNORE_INDEX]) for row in batch["labels"]]
+    assert decoded == [answer + "<|im_end|>" for answer in answers]
