@@ -144,3 +144,19 @@ def test_teacher_inputs_from_other_conversations_are_refused(pair, colour_data, 
 
     with pytest.raises(ValueError, match="different numbers of response tokens per sample"):
         Distiller(OnlineTeacher(teacher), WEIGHTS, SPEC, len(tokenizer))(student, batch)
+
+
+def test_a_student_sample_cut_by_max_length_keeps_as_many_teacher_answer_tokens(pair, colour_data, tokenizer):
+    student, processor, _ = pair
+    teacher, teacher_processor = coarse_teacher(tokenizer)
+    full = load_dataset(colour_data, processor, max_length=512).samples[0]
+    cut_at = len(full.input_ids) - 2  # the Student loses its last answer's end; the Teacher (12 fewer image tokens) not
+    dataset = load_dataset(colour_data, processor, max_length=cut_at)
+    teacher_dataset = load_dataset(colour_data, teacher_processor, max_length=cut_at)
+    assert dataset.samples[0].truncated and not teacher_dataset.samples[0].truncated
+
+    batch = collate(dataset, processor, [0, 1], teacher=(teacher_dataset, teacher_processor))
+
+    teacher_labels = batch[TEACHER_PREFIX + "labels"]
+    assert torch.equal(teacher_labels[teacher_labels != IGNORE_INDEX], batch["labels"][batch["labels"] != IGNORE_INDEX])
+    Distiller(OnlineTeacher(teacher), WEIGHTS_WITHOUT_VISUAL, SPEC, len(tokenizer))(student, batch)

@@ -41,6 +41,16 @@ def response_ids(sample: Sample) -> list[int]:
     return [label for label in sample.labels if label != IGNORE_INDEX]
 
 
+def first_labels(labels: list[int], count: int) -> list[int]:
+    """`labels` with only the first `count` answer tokens kept."""
+    kept = []
+    for label in labels:
+        keep = label != IGNORE_INDEX and count > 0
+        count -= keep
+        kept.append(label if keep else IGNORE_INDEX)
+    return kept
+
+
 @dataclass(frozen=True)
 class TeacherView:
     """The Teacher's own encoding of the Student's samples (its chat template, image tokens, preprocessing)."""
@@ -56,7 +66,8 @@ class TeacherView:
         """The view for this pair, or None when the Teacher can read the Student's batches as they are.
 
         Both must keep the same records and encode the same assistant tokens: response KD pairs them token
-        for token.
+        for token. Where max_length cut a Student's sample short, the Teacher's answer tokens beyond the Student's
+        are left out.
         """
         by_record = {sample.record: sample for sample in teacher_samples}
         aligned = []
@@ -66,7 +77,10 @@ class TeacherView:
                                 "skipped for the Teacher (see the Teacher's data report): both must see the same "
                                 "samples")
             theirs = by_record[sample.record]
-            if response_ids(theirs) != response_ids(sample):
+            ours_ids, theirs_ids = response_ids(sample), response_ids(theirs)
+            if sample.truncated and theirs_ids[:len(ours_ids)] == ours_ids:  # max_length cut the Student's answer
+                theirs = replace(theirs, labels=first_labels(theirs.labels, len(ours_ids)))
+            elif theirs_ids != ours_ids:
                 raise DataError(f"sample {sample.sample_id}: the Teacher's chat template and tokenizer give other "
                                 f"assistant tokens ({len(response_ids(theirs))}) than the Student's "
                                 f"({len(response_ids(sample))}); response KD pairs them token for token")
