@@ -50,7 +50,7 @@ from transformers import LlavaForConditionalGeneration
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.heads import IGNORE_INDEX
 from llava_ckd.distill.loss import Distiller, LossTerms, LossWeights
-from llava_ckd.distill.positions import MODEL_INPUTS, next_token_targets, response_mask
+from llava_ckd.distill.positions import model_inputs, next_token_targets, response_mask
 from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.distill.vocab import shared_vocab_size
 from llava_ckd.models import published, set_trainable
@@ -116,13 +116,10 @@ def synthetic_batch(profile: Profile, image_tokens: int, seed: int) -> dict[str,
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids),
         "pixel_values": pixel_values.to(profile.dtype),
+        "image_token_counts": torch.full((profile.batch_size,), image_tokens),
         "labels": labels,
     }
     return {name: value.to(profile.device) for name, value in batch.items()}
-
-
-def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {name: batch[name] for name in MODEL_INPUTS}
 
 
 def naive_loss(student: nn.Module, teacher: nn.Module, batch: dict[str, Tensor], vocab_size: int) -> LossTerms:

@@ -145,6 +145,6 @@ def test_a_teacher_with_another_tokenizer_is_refused_before_anything_runs(tmp_pa
     teachers = [teacher("tiny-ta", "tiny-ta", tokenizer_dir),
                 {"name": "big", "model": {"path": str(tmp_path / "big")}}]
     message = error_of(tmp_path, recipe_dict(tmp_path, tokenizer_dir, colour_dataset, teachers=teachers))
-    assert "teachers.1 (big): Student tokenizer" in message and "logit KD needs one shared tokenizer" in message
+    assert "teachers.1 (big): Student tokenizer" in message and "logit KD needs one base vocabulary" in message
     plan_cascade(write_recipe(tmp_path / "recipe.yaml", recipe_dict(
         tmp_path, tokenizer_dir, colour_dataset, teachers=teachers, plans=["none"])))  # nothing distils: no check

@@ -44,7 +44,8 @@ def load_dataset(path, processor, max_length=MAX_LENGTH) -> ConversationDataset:
     return ConversationDataset(samples)
 
 
-def collate(dataset, processor, indices, *, with_sample_index=False, teacher_processor=None):
-    view = TeacherView.between(processor, teacher_processor) if teacher_processor else None
+def collate(dataset, processor, indices, *, with_sample_index=False, teacher=None):
+    """A batch of `dataset`'s samples at `indices`; `teacher`: (the Teacher's dataset of the same file, processor)."""
+    view = TeacherView.between(dataset.samples, processor, teacher[0].samples, teacher[1]) if teacher else None
     collator = Collator(processor, processor.tokenizer.pad_token_id, with_sample_index=with_sample_index, teacher=view)
     return collator([dataset[i] for i in indices])

@@ -1,11 +1,10 @@
-import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from llava_ckd.data.collator import TEACHER_PREFIX, reexpand_image_tokens
-from llava_ckd.data.conversations import IGNORE_INDEX, Sample
+from llava_ckd.data.collator import TEACHER_PREFIX
+from llava_ckd.data.conversations import IGNORE_INDEX
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.loss import Distiller, LossWeights
 from llava_ckd.distill.teachers import OnlineTeacher, teacher_inputs
@@ -17,6 +16,9 @@ SPEC = DivergenceSpec(name="jsd", temperature=2.0, beta=0.3)
 
 def model_inputs(batch):
     return {name: batch[name] for name in ("input_ids", "attention_mask", "pixel_values")}
+
+
+WEIGHTS_WITHOUT_VISUAL = WEIGHTS.model_copy(update={"visual_kd": 0.0, "relation_kd": 0.0})
 
 
 def naive_terms(student, teacher, batch, spec):
@@ -99,11 +101,12 @@ def test_zero_weights_leave_their_terms_out_of_the_loss(pair, colour_data, token
     torch.testing.assert_close(loss.detach(), terms["response_kd"])
 
 
-def test_teacher_with_other_image_token_count_is_aligned_by_response_positions(pair, colour_data, tokenizer, caplog):
+def test_teacher_with_other_image_token_count_is_aligned_by_response_positions(pair, colour_data, tokenizer):
     student, processor, _ = pair
     teacher, teacher_processor = coarse_teacher(tokenizer)
     dataset = load_dataset(colour_data, processor)
-    batch = collate(dataset, processor, [0, 1, 6], teacher_processor=teacher_processor)
+    teacher_dataset = load_dataset(colour_data, teacher_processor)
+    batch = collate(dataset, processor, [0, 1, 6], teacher=(teacher_dataset, teacher_processor))
 
     image_id = student.config.image_token_id
     assert ((batch["input_ids"] == image_id).sum(1) == 16).all()
@@ -112,26 +115,30 @@ def test_teacher_with_other_image_token_count_is_aligned_by_response_positions(p
     teacher_labels = batch[TEACHER_PREFIX + "labels"]
     assert torch.equal(teacher_labels[teacher_labels != IGNORE_INDEX], student_answers)
 
-    distiller = Distiller(OnlineTeacher(teacher), WEIGHTS, SPEC, len(tokenizer))
-    with caplog.at_level(logging.WARNING, logger="llava_ckd.distill.loss"):
-        loss, terms = distiller(student, batch)
-        distiller(student, batch)
+    loss, terms = Distiller(OnlineTeacher(teacher), WEIGHTS_WITHOUT_VISUAL, SPEC, len(tokenizer))(student, batch)
     naive = naive_terms(student, teacher, batch, SPEC)
 
-    assert terms.keys() == naive.keys() == {"ce", "response_kd"}
+    assert terms.keys() == {"ce", "response_kd"}
     torch.testing.assert_close(terms["response_kd"], naive["response_kd"].detach(), rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(terms["ce"], naive["ce"].detach(), rtol=1e-4, atol=1e-7)
-    skips = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
-    assert skips == [
-        "visual-token KD and relation KD are skipped: the Student expands an image into 16 tokens, the Teacher "
-        "into 4; they apply only when both see the same image tokens (response KD still applies)"
-    ]
+
+
+def test_visual_and_relation_kd_are_refused_when_the_teacher_has_other_image_tokens(pair, colour_data, tokenizer):
+    student, processor, _ = pair
+    teacher, teacher_processor = coarse_teacher(tokenizer)
+    batch = collate(load_dataset(colour_data, processor), processor, [0, 1],
+                    teacher=(load_dataset(colour_data, teacher_processor), teacher_processor))
+
+    with pytest.raises(ValueError, match=r"image tokens per image: Student \[16, 16\], Teacher \[4, 4\]\. "
+                                         "Set visual_kd and relation_kd to 0"):
+        Distiller(OnlineTeacher(teacher), WEIGHTS, SPEC, len(tokenizer))(student, batch)
 
 
 def test_teacher_inputs_from_other_conversations_are_refused(pair, colour_data, tokenizer):
     student, processor, _ = pair
     teacher, teacher_processor = coarse_teacher(tokenizer)
-    batch = collate(load_dataset(colour_data, processor), processor, [0, 1], teacher_processor=teacher_processor)
+    batch = collate(load_dataset(colour_data, processor), processor, [0, 1],
+                    teacher=(load_dataset(colour_data, teacher_processor), teacher_processor))
     labels = batch[TEACHER_PREFIX + "labels"]
     labels[0, (labels[0] != IGNORE_INDEX).nonzero()[0]] = IGNORE_INDEX
 
@@ -139,13 +146,17 @@ def test_teacher_inputs_from_other_conversations_are_refused(pair, colour_data, 
         Distiller(OnlineTeacher(teacher), WEIGHTS, SPEC, len(tokenizer))(student, batch)
 
 
-def test_reexpansion_resizes_every_image_run_and_refuses_a_partial_image():
-    image = 3
-    sample = Sample("x", [5, image, image, image, image, 7, image, image, 8, 9], [-100] * 8 + [8, 9], [])
+def test_a_student_sample_cut_by_max_length_keeps_as_many_teacher_answer_tokens(pair, colour_data, tokenizer):
+    student, processor, _ = pair
+    teacher, teacher_processor = coarse_teacher(tokenizer)
+    full = load_dataset(colour_data, processor, max_length=512).samples[0]
+    cut_at = len(full.input_ids) - 2  # the Student loses its last answer's end; the Teacher (12 fewer image tokens) not
+    dataset = load_dataset(colour_data, processor, max_length=cut_at)
+    teacher_dataset = load_dataset(colour_data, teacher_processor, max_length=cut_at)
+    assert dataset.samples[0].truncated and not teacher_dataset.samples[0].truncated
 
-    resized = reexpand_image_tokens(sample, image, tokens_per_image=2, new_tokens_per_image=3)
+    batch = collate(dataset, processor, [0, 1], teacher=(teacher_dataset, teacher_processor))
 
-    assert resized.input_ids == [5, *[image] * 6, 7, *[image] * 3, 8, 9]
-    assert resized.labels == [-100] * 11 + [8, 9]
-    with pytest.raises(ValueError, match="sample x: a run of 4 image tokens is not a whole number of images of 3"):
-        reexpand_image_tokens(sample, image, tokens_per_image=3, new_tokens_per_image=1)
+    teacher_labels = batch[TEACHER_PREFIX + "labels"]
+    assert torch.equal(teacher_labels[teacher_labels != IGNORE_INDEX], batch["labels"][batch["labels"] != IGNORE_INDEX])
+    Distiller(OnlineTeacher(teacher), WEIGHTS_WITHOUT_VISUAL, SPEC, len(tokenizer))(student, batch)

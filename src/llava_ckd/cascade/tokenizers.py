@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llava_ckd.cascade.recipe import Recipe
 from llava_ckd.config import ConfigError
-from llava_ckd.distill.vocab import check_same_tokenizer
+from llava_ckd.distill.vocab import shared_vocabulary
 from llava_ckd.models.build import ModelError
 from llava_ckd.models.load import tokenizer_from_source
 
@@ -33,6 +33,6 @@ def check_chain_tokenizers(recipe: Recipe, source: Path | str) -> None:
                         error)
             continue
         try:
-            check_same_tokenizer(student, teacher_tokenizer)
+            shared_vocabulary(student, teacher_tokenizer)
         except ValueError as error:
             raise ConfigError(f"{source}: teachers.{index} ({teacher.name}): {error}") from None

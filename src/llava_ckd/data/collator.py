@@ -1,27 +1,29 @@
-"""Batches of samples: right-padded ids and labels, an attention mask, and the batch's images.
+"""Batches of samples: right-padded ids and labels, an attention mask, and the batch's image inputs.
 
-For distillation a batch can also carry each sample's position in the dataset (`sample_index`,
-to look up cached Teacher signals) and the Teacher's own inputs (`teacher_*`), for a Teacher that
-expands an image into a different number of tokens or preprocesses images differently.
+Image inputs are what the processor's image processor makes of each image (pixel values, and for some families a
+grid or tile mask), joined over the batch's images in order, plus `image_token_counts`: how many image tokens
+each image expanded into, which the visual losses group by. For distillation a batch can also carry each sample's
+position in the dataset (`sample_index`, to look up cached Teacher signals) and the Teacher's own inputs
+(`teacher_*`), for a Teacher with its own chat template, image tokens or image preprocessing.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 
-from llava_ckd.data.conversations import IGNORE_INDEX, DataError, Sample, image_token_count
-from llava_ckd.models.tokenizer import IMAGE_TOKEN
+from llava_ckd.data.conversations import IGNORE_INDEX, DataError, Sample, load_rgb
 
 TEACHER_PREFIX = "teacher_"
+IMAGE_TOKEN_COUNTS = "image_token_counts"
 
 
 class ConversationDataset(Dataset):
@@ -35,72 +37,111 @@ class ConversationDataset(Dataset):
         return replace(self.samples[index], index=index)
 
 
-def reexpand_image_tokens(sample: Sample, image_token_id: int, tokens_per_image: int, new_tokens_per_image: int
-                          ) -> Sample:
-    """The sample with each image's run of `tokens_per_image` image tokens resized to `new_tokens_per_image`."""
-    input_ids, labels = [], []
-    for is_image, run in itertools.groupby(zip(sample.input_ids, sample.labels, strict=True),
-                                           key=lambda pair: pair[0] == image_token_id):
-        run = list(run)
-        if not is_image:
-            input_ids += [token for token, _ in run]
-            labels += [label for _, label in run]
-            continue
-        images, rest = divmod(len(run), tokens_per_image)
-        if rest:
-            raise ValueError(f"sample {sample.sample_id}: a run of {len(run)} image tokens is not a whole number "
-                             f"of images of {tokens_per_image} tokens")
-        input_ids += [image_token_id] * (images * new_tokens_per_image)
-        labels += [IGNORE_INDEX] * (images * new_tokens_per_image)
-    return replace(sample, input_ids=input_ids, labels=labels)
+def response_ids(sample: Sample) -> list[int]:
+    return [label for label in sample.labels if label != IGNORE_INDEX]
+
+
+def first_labels(labels: list[int], count: int) -> list[int]:
+    """`labels` with only the first `count` answer tokens kept."""
+    kept = []
+    for label in labels:
+        keep = label != IGNORE_INDEX and count > 0
+        count -= keep
+        kept.append(label if keep else IGNORE_INDEX)
+    return kept
 
 
 @dataclass(frozen=True)
 class TeacherView:
-    """How a Teacher's inputs differ from the Student's: image tokens per image, and image preprocessing."""
+    """The Teacher's own encoding of the Student's samples (its chat template, image tokens, preprocessing)."""
 
-    image_token_id: int
-    student_tokens_per_image: int
-    teacher_tokens_per_image: int
-    image_processor: object
+    samples: list[Sample]
+    """By the Student's dataset index."""
+    processor: ProcessorMixin
     """The Teacher's."""
 
     @classmethod
-    def between(cls, student: ProcessorMixin, teacher: ProcessorMixin) -> TeacherView | None:
-        """The view for this pair of processors, or None when the Teacher can read the Student's batch as it is."""
-        student_tokens, teacher_tokens = image_token_count(student), image_token_count(teacher)
-        same_images = student.image_processor.to_dict() == teacher.image_processor.to_dict()
-        if student_tokens == teacher_tokens and same_images:
-            return None
-        image_token_id = student.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        return cls(image_token_id, student_tokens, teacher_tokens, teacher.image_processor)
+    def between(cls, student_samples: list[Sample], student: ProcessorMixin, teacher_samples: list[Sample],
+                teacher: ProcessorMixin) -> TeacherView | None:
+        """The view for this pair, or None when the Teacher can read the Student's batches as they are.
 
-    def sample(self, sample: Sample) -> Sample:
-        return reexpand_image_tokens(sample, self.image_token_id, self.student_tokens_per_image,
-                                     self.teacher_tokens_per_image)
+        Both must keep the same records and encode the same assistant tokens: response KD pairs them token
+        for token. Where max_length cut a Student's sample short, the Teacher's answer tokens beyond the Student's
+        are left out.
+        """
+        by_record = {sample.record: sample for sample in teacher_samples}
+        aligned = []
+        for sample in student_samples:
+            if sample.record not in by_record:
+                raise DataError(f"sample {sample.sample_id} (record {sample.record}) is kept for the Student but "
+                                "skipped for the Teacher (see the Teacher's data report): both must see the same "
+                                "samples")
+            theirs = by_record[sample.record]
+            ours_ids, theirs_ids = response_ids(sample), response_ids(theirs)
+            if sample.truncated and theirs_ids[:len(ours_ids)] == ours_ids:  # max_length cut the Student's answer
+                theirs = replace(theirs, labels=first_labels(theirs.labels, len(ours_ids)))
+            elif theirs_ids != ours_ids:
+                raise DataError(f"sample {sample.sample_id}: the Teacher's chat template and tokenizer give other "
+                                f"assistant tokens ({len(response_ids(theirs))}) than the Student's "
+                                f"({len(response_ids(sample))}); response KD pairs them token for token")
+            aligned.append(theirs)
+        same_inputs = all(ours.input_ids == theirs.input_ids for ours, theirs in zip(student_samples, aligned,
+                                                                                    strict=True))
+        if same_inputs and student.image_processor.to_dict() == teacher.image_processor.to_dict():
+            return None
+        return cls(aligned, teacher)
 
 
 IMAGE_CACHE_BYTES = 1 << 30
 
 
-def cacheable_images(image_processor, budget_bytes: int = IMAGE_CACHE_BYTES) -> int:
+def image_inputs(processor: ProcessorMixin, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+    """The model inputs the processor's image processor makes of `images`, one image at a time, joined along the
+    first axis."""
+    per_image = [processor.image_processor(images=[image], return_tensors="pt") for image in images]
+    names = [name for name in processor.model_input_names if name in per_image[0]]
+    return {name: join([inputs[name] for inputs in per_image]) for name in names}
+
+
+def modality_inputs(processor: ProcessorMixin, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-token modality ids some processors add to the text inputs (Qwen-VL's M-RoPE reads them, Gemma 3's
+    attention over image tokens), under the name the processor gives them; none for the others."""
+    if not type(processor).return_mm_token_type_ids:
+        return {}
+    name = "mm_token_type_ids" if "mm_token_type_ids" in processor.model_input_names else "token_type_ids"
+    return {name: torch.tensor(processor.create_mm_token_type_ids(input_ids.tolist()))}
+
+
+def join(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the first axis; tensors whose other axes differ (a different number of tiles per
+    image) are zero-padded to the largest, as the families' own processors pad them."""
+    shape = [max(sizes) for sizes in zip(*(t.shape[1:] for t in tensors), strict=True)]
+    padded = []
+    for tensor in tensors:
+        widths = [width for size, target in zip(reversed(tensor.shape[1:]), reversed(shape), strict=True)
+                  for width in (0, target - size)]
+        padded.append(F.pad(tensor, widths) if any(widths) else tensor)
+    return torch.cat(padded)
+
+
+def cacheable_images(processor: ProcessorMixin, budget_bytes: int = IMAGE_CACHE_BYTES) -> int:
     """How many processed images fit in `budget_bytes`: all of the demo's 32 px ones, about 600 at 384 px."""
-    probe = image_processor(Image.new("RGB", (8, 8)), return_tensors="pt")["pixel_values"][0]
-    return budget_bytes // (probe.numel() * probe.element_size())
+    probe = image_inputs(processor, [Image.new("RGB", (8, 8))])["pixel_values"]
+    return max(1, budget_bytes // (probe.numel() * probe.element_size()))
 
 
-def pixel_loader(image_processor, cache_images: int = 0) -> Callable[[Path], torch.Tensor]:
-    """Image file -> pixel values [3, H, W]; the last `cache_images` results are kept."""
+def image_loader(processor: ProcessorMixin, cache_images: int = 0) -> Callable[[Path], dict[str, torch.Tensor]]:
+    """Image file -> its model inputs (leading axis 1); the last `cache_images` results are kept."""
 
-    def pixels(path: Path) -> torch.Tensor:
+    def inputs(path: Path) -> dict[str, torch.Tensor]:
         try:
-            with Image.open(path) as image:
-                return image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
-        except (OSError, UnidentifiedImageError) as error:
+            image = load_rgb(path)
+        except OSError as error:  # PIL's UnidentifiedImageError too
             raise DataError(f"{path}: image unreadable ({error}); it was readable when the conversations were "
                             "checked, so it changed during the run: rerun to check the data again") from None
+        return image_inputs(processor, [image])
 
-    return lru_cache(maxsize=cache_images)(pixels) if cache_images else pixels
+    return lru_cache(maxsize=cache_images)(inputs) if cache_images else inputs
 
 
 class Collator:
@@ -109,25 +150,29 @@ class Collator:
     def __init__(self, processor: ProcessorMixin, pad_token_id: int, cache_images: int = 0, *,
                  with_sample_index: bool = False, teacher: TeacherView | None = None):
         self.pad_token_id = pad_token_id
-        self.pixels = pixel_loader(processor.image_processor, cache_images)
+        self.processor = processor
+        self.images = image_loader(processor, cache_images)
         self.with_sample_index = with_sample_index
         self.teacher = teacher
-        self.teacher_pixels = pixel_loader(teacher.image_processor, cache_images) if teacher else None
+        self.teacher_images = image_loader(teacher.processor, cache_images) if teacher else None
 
     def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
-        batch = self.pad(samples, self.pixels)
+        batch = self.pad(samples, self.images, self.processor, self.pad_token_id)
         if self.with_sample_index:
             if any(sample.index is None for sample in samples):
                 raise ValueError("sample_index needs samples taken from a ConversationDataset")
             batch["sample_index"] = torch.tensor([sample.index for sample in samples])
         if self.teacher is not None:
-            teacher_batch = self.pad([self.teacher.sample(sample) for sample in samples], self.teacher_pixels)
+            teacher_batch = self.pad([self.teacher.samples[sample.index] for sample in samples], self.teacher_images,
+                                     self.teacher.processor, self.teacher.processor.tokenizer.pad_token_id)
             batch |= {TEACHER_PREFIX + name: value for name, value in teacher_batch.items()}
         return batch
 
-    def pad(self, samples: list[Sample], pixels: Callable[[Path], torch.Tensor]) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def pad(samples: list[Sample], images: Callable[[Path], dict[str, torch.Tensor]], processor: ProcessorMixin,
+            pad_token_id: int) -> dict[str, torch.Tensor]:
         length = max(len(s.input_ids) for s in samples)
-        input_ids = torch.full((len(samples), length), self.pad_token_id, dtype=torch.long)
+        input_ids = torch.full((len(samples), length), pad_token_id, dtype=torch.long)
         labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(samples), length), dtype=torch.long)
         for row, sample in enumerate(samples):
@@ -136,7 +181,10 @@ class Collator:
             labels[row, :n] = torch.tensor(sample.labels)
             attention_mask[row, :n] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        images = [path for sample in samples for path in sample.images]
-        if images:
-            batch["pixel_values"] = torch.stack([pixels(path) for path in images])
+        batch |= modality_inputs(processor, input_ids)
+        paths = [path for sample in samples for path in sample.images]
+        if paths:
+            inputs = [images(path) for path in paths]
+            batch |= {name: join([image[name] for image in inputs]) for name in inputs[0]}
+            batch[IMAGE_TOKEN_COUNTS] = torch.tensor([count for sample in samples for count in sample.image_tokens])
         return batch

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ class Sample:
     input_ids: list[int]
     labels: list[int]
     images: list[Path]
+    image_tokens: list[int] = field(default_factory=list)
+    """How many image tokens each image expands into (the processor's own count for that image)."""
+    record: int = 0
+    """Position of the record in its conversation file."""
     truncated: bool = False
     index: int | None = None
     """Position in its `ConversationDataset`, set by the dataset."""
@@ -115,34 +120,87 @@ def read_records(path: Path) -> list[tuple[str, object]]:
     return [(f"{path}[{index}]", record) for index, record in enumerate(data)]
 
 
-def image_token_count(processor: ProcessorMixin) -> int:
-    """How many `<image>` tokens the processor expands one image into (fixed-resolution processors)."""
-    size = processor.image_processor.crop_size or processor.image_processor.size
-    dummy = Image.new("RGB", (size.get("width", 32), size.get("height", 32)))
-    expanded = processor(text=IMAGE_TOKEN, images=dummy)["input_ids"][0]
-    return len(expanded)
+def image_token_id(processor: ProcessorMixin) -> int:
+    """The id of the token the model puts image features at (Gemma 3's processor matches `<start_of_image>`,
+    but its model reads the `<image_soft_token>`s the tokenizer names)."""
+    token_id = getattr(processor.tokenizer, "image_token_id", None)
+    return token_id if token_id is not None else processor.image_token_id
 
 
-def render_with_answer_spans(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> tuple[str, list[tuple]]:
+def chat_template(processor: ProcessorMixin) -> str:
+    template = processor.chat_template or processor.tokenizer.chat_template
+    if not isinstance(template, str):
+        raise DataError(f"processor of {processor.tokenizer.name_or_path!r} has no chat template")
+    return template
+
+
+def render_with_answer_spans(tokenizer: PreTrainedTokenizerBase, template: str, messages: list[dict]
+                             ) -> tuple[str, list[tuple]]:
     """The chat-template text of `messages` and the character spans of the assistant replies in it."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    def render(prefix: list[dict], add_generation_prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(prefix, chat_template=template, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+
+    text = render(messages)
     spans = []
     for turn, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = tokenizer.apply_chat_template(messages[:turn], tokenize=False, add_generation_prompt=True)
-        with_reply = tokenizer.apply_chat_template(messages[: turn + 1], tokenize=False)
+        prompt = render(messages[:turn], add_generation_prompt=True)
+        with_reply = render(messages[: turn + 1])
         if not text.startswith(prompt) or not text.startswith(with_reply):
-            raise DataError(f"the chat template of {tokenizer.name_or_path!r} does not render conversations "
-                            "prefix by prefix, so assistant turns cannot be located")
+            raise DataError(f"the chat template of {tokenizer.name_or_path!r} does not render "
+                            "conversations prefix by prefix, so assistant turns cannot be located")
         spans.append((len(prompt), len(with_reply.rstrip())))
     return text, spans
 
 
-def prompt_text(tokenizer: PreTrainedTokenizerBase, user_text: str, tokens_per_image: int) -> str:
-    """The generation prompt for one user message, `<image>` already expanded as in training."""
-    messages = [{"role": "user", "content": user_text.replace(IMAGE_TOKEN, IMAGE_TOKEN * tokens_per_image)}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+IMAGE_LINE = re.compile(re.escape(IMAGE_TOKEN) + r"\n?")
+"""LLaVA data marks an image with `<image>`, usually on a line of its own."""
+
+
+def content_parts(text: str) -> list[dict]:
+    """A LLaVA turn's text as chat-template content: image parts where it has `<image>`, text parts between."""
+    parts = []
+    for index, piece in enumerate(IMAGE_LINE.split(text)):
+        if index:
+            parts.append({"type": "image"})
+        if piece:
+            parts.append({"type": "text", "text": piece})
+    return parts
+
+
+def image_expansion(processor: ProcessorMixin, image: Image.Image) -> str:
+    """The text the processor puts in place of one image's placeholder: its image tokens, with the family's
+    start/end, tile and newline tokens, as many as this image needs."""
+    encoded = processor(text=[processor.image_token], images=[image], return_text_replacement_offsets=True)
+    (replacement,) = encoded["text_replacement_offsets"][0]
+    return replacement["replacement"]
+
+
+def expand_images(image_token: str, text: str, spans: list[tuple], expansions: list[str]
+                  ) -> tuple[str, list[tuple]]:
+    """`text` with the k-th `image_token` placeholder the chat template wrote replaced by `expansions[k]`, and the
+    answer spans moved with it."""
+    placeholders = list(re.finditer(re.escape(image_token), text))
+    if len(placeholders) != len(expansions):
+        raise SkipSample("image placeholders and images differ in number",
+                         f"the chat template wrote {len(placeholders)} {image_token} for {len(expansions)} "
+                         "image(s)")
+    pieces, shifts, last, shift = [], [], 0, 0
+    for match, expansion in zip(placeholders, expansions, strict=True):
+        if any(start <= match.start() < end for start, end in spans):
+            raise SkipSample("image in an assistant turn")
+        pieces += [text[last:match.start()], expansion]
+        shift += len(expansion) - len(match.group())
+        shifts.append((match.end(), shift))
+        last = match.end()
+    pieces.append(text[last:])
+
+    def moved(position: int) -> int:
+        return position + max((by for end, by in shifts if end <= position), default=0)
+
+    return "".join(pieces), [(moved(start), moved(end)) for start, end in spans]
 
 
 def image_names(record: dict) -> list[str]:
@@ -170,19 +228,17 @@ def images_of(conversations: Path, image_folder: Path | None) -> dict:
 
 
 class ConversationEncoder:
-    """Turns one LLaVA record into a `Sample`, or raises `SkipSample` saying why it cannot."""
+    """Turns one LLaVA record into a `Sample` under the processor's chat template and image expansion, or raises
+    `SkipSample` saying why it cannot."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, tokens_per_image: int, image_folder: Path | None,
-                 max_length: int):
-        self.tokenizer = tokenizer
-        self.tokens_per_image = tokens_per_image
+    def __init__(self, processor: ProcessorMixin, image_folder: Path | None, max_length: int):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.template = chat_template(processor)
+        self.image_token = processor.image_token
+        self.image_token_id = image_token_id(processor)
         self.image_folder = image_folder
         self.max_length = max_length
-
-    @classmethod
-    def for_processor(cls, processor: ProcessorMixin, image_folder: Path | None, max_length: int
-                      ) -> ConversationEncoder:
-        return cls(processor.tokenizer, image_token_count(processor), image_folder, max_length)
 
     def messages(self, record: dict, n_images: int) -> list[dict]:
         turns = record.get("conversations")
@@ -202,10 +258,7 @@ class ConversationEncoder:
         if placeholders < n_images:  # LLaVA convention: the image goes before the first question
             first_user = next(m for m in messages if m["role"] == "user")
             first_user["content"] = (IMAGE_TOKEN + "\n") * (n_images - placeholders) + first_user["content"]
-        expansion = IMAGE_TOKEN * self.tokens_per_image
-        for message in messages:
-            message["content"] = message["content"].replace(IMAGE_TOKEN, expansion)
-        return messages
+        return [{"role": m["role"], "content": content_parts(m["content"])} for m in messages]
 
     def images(self, record: dict) -> list[Path]:
         names = image_names(record)
@@ -222,28 +275,65 @@ class ConversationEncoder:
                 raise SkipSample("unreadable image", f"{path}: {error}") from None
         return paths
 
-    def encode(self, record: object) -> Sample:
+    def expansion(self, path: Path) -> str:
+        try:
+            image = load_rgb(path)
+        except OSError as error:  # cut short after the header, which `verify` alone passes
+            raise SkipSample("unreadable image", f"{path}: {error}") from None
+        return image_expansion(self.processor, image)
+
+    def settings(self) -> str:
+        """The processor's settings, which decide how images expand (a key of the sample cache)."""
+        return self.processor.to_json_string()
+
+    def image_token_counts(self, expansions: list[str]) -> list[int]:
+        return [self.tokenizer(expansion, add_special_tokens=False)["input_ids"].count(self.image_token_id)
+                for expansion in expansions]
+
+    def prompt(self, user_text: str, images: list[Image.Image]) -> str:
+        """The generation prompt for one user message, its images expanded as in training."""
+        messages = [{"role": "user", "content": content_parts(user_text)}]
+        text = self.tokenizer.apply_chat_template(messages, chat_template=self.template,
+                                                  tokenize=False, add_generation_prompt=True)
+        return expand_images(self.image_token, text, [], [image_expansion(self.processor, image)
+                                                          for image in images])[0]
+
+    def encode(self, record: object, position: int = 0) -> Sample:
         if not isinstance(record, dict):
             raise SkipSample("record is not a JSON object")
         sample_id = str(record.get("id", "?"))
-        images = self.images(record)
-        text, spans = render_with_answer_spans(self.tokenizer, self.messages(record, len(images)))
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        input_ids = encoding["input_ids"]
-        labels = [
-            token if any(start <= offset[0] < end for start, end in spans) else IGNORE_INDEX
-            for token, offset in zip(input_ids, encoding["offset_mapping"], strict=True)
-        ]
+        paths = self.images(record)
+        text, spans = render_with_answer_spans(self.tokenizer, self.template,
+                                               self.messages(record, len(paths)))
+        expansions = [self.expansion(path) for path in paths]
+        text, spans = expand_images(self.image_token, text, spans, expansions)
+        input_ids, labels = tokens_and_labels(self.tokenizer, text, spans)
+        image_tokens = self.image_token_counts(expansions)
+        if sum(image_tokens) != input_ids.count(self.image_token_id):
+            raise SkipSample("image tokens merge with the text around them",
+                             f"{sum(image_tokens)} image tokens expanded, {input_ids.count(self.image_token_id)} "
+                             "in the tokenized conversation")
         truncated = len(input_ids) > self.max_length
         if truncated:
-            image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-            kept_image_tokens = input_ids[: self.max_length].count(image_id)
-            if kept_image_tokens != input_ids.count(image_id):
+            if input_ids[: self.max_length].count(self.image_token_id) != input_ids.count(self.image_token_id):
                 raise SkipSample("too long: truncation would cut an image", f"max_length {self.max_length}")
             input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
             if all(label == IGNORE_INDEX for label in labels):
                 raise SkipSample("too long: no answer token before max_length", f"max_length {self.max_length}")
-        return Sample(sample_id, input_ids, labels, images, truncated)
+        return Sample(sample_id, input_ids, labels, paths, image_tokens, position, truncated)
+
+
+def tokens_and_labels(tokenizer: PreTrainedTokenizerBase, text: str, spans: list[tuple]) -> tuple[list[int], list[int]]:
+    """The token ids of `text`, and labels that keep the tokens starting inside `spans` (the rest -100)."""
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = [token if any(start <= offset[0] < end for start, end in spans) else IGNORE_INDEX
+              for token, offset in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True)]
+    return encoding["input_ids"], labels
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 def load_conversations(
@@ -256,8 +346,7 @@ def load_conversations(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    encoder = ConversationEncoder.for_processor(processor, Path(image_folder).resolve() if image_folder else None,
-                                                max_length)
+    encoder = ConversationEncoder(processor, Path(image_folder).resolve() if image_folder else None, max_length)
     cache = sample_cache(path, encoder)
     if cache.is_file():
         samples, report = read_cache(cache)
@@ -278,10 +367,10 @@ def encode_all(path: Path, encoder: ConversationEncoder) -> tuple[list[Sample], 
     folder = encoder.image_folder
     if folder is not None and not folder.is_dir() and any(isinstance(r, dict) and r.get("image") for _, r in records):
         raise DataError(f"image folder not found: {folder} (the images of {path})")
-    for location, record in tqdm(records, desc=f"checking {path.name}", unit="sample",
-                                 mininterval=2.0, leave=False):
+    for position, (location, record) in enumerate(tqdm(records, desc=f"checking {path.name}", unit="sample",
+                                                       mininterval=2.0, leave=False)):
         try:
-            sample = encoder.encode(record)
+            sample = encoder.encode(record, position)
         except SkipSample as reason:
             sample_id = record.get("id", "?") if isinstance(record, dict) else "?"
             report.skip(reason.reason, f"sample {sample_id} ({location}): {reason}")
@@ -302,7 +391,7 @@ def sample_cache(path: Path, encoder: ConversationEncoder, kind: str = "samples"
     key = hashlib.sha256()
     key.update(file_sha256(path).encode())
     key.update(encoder.tokenizer.backend_tokenizer.to_str().encode())
-    settings = [CACHE_FORMAT, encoder.tokenizer.chat_template, encoder.tokens_per_image, encoder.max_length,
+    settings = [CACHE_FORMAT, encoder.template, encoder.settings(), encoder.max_length,
                 images_of(path, encoder.image_folder), *extra]
     key.update(json.dumps(settings).encode())
     root = Path(os.environ.get("LLAVA_CKD_CACHE", Path.home() / ".cache" / "llava_ckd"))
@@ -311,7 +400,8 @@ def sample_cache(path: Path, encoder: ConversationEncoder, kind: str = "samples"
 
 def write_cache(cache: Path, samples: list[Sample], report: SkipReport) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
-    rows = [[s.sample_id, s.input_ids, s.labels, [str(i) for i in s.images], s.truncated] for s in samples]
+    rows = [[s.sample_id, s.input_ids, s.labels, [str(i) for i in s.images], s.image_tokens, s.record, s.truncated]
+            for s in samples]
     partial = cache.with_suffix(f".{os.getpid()}.partial")  # processes checking the same file at once each write
     partial.write_text(json.dumps({"samples": rows, "report": report.to_dict()}))
     partial.replace(cache)
@@ -319,8 +409,8 @@ def write_cache(cache: Path, samples: list[Sample], report: SkipReport) -> None:
 
 def read_cache(cache: Path) -> tuple[list[Sample], SkipReport]:
     data = json.loads(cache.read_text())
-    samples = [Sample(sample_id, ids, labels, [Path(i) for i in images], truncated)
-               for sample_id, ids, labels, images, truncated in data["samples"]]
+    samples = [Sample(sample_id, ids, labels, [Path(i) for i in images], image_tokens, record, truncated)
+               for sample_id, ids, labels, images, image_tokens, record, truncated in data["samples"]]
     saved = data["report"]
     report = SkipReport(Path(saved["source"]), saved["kept"], saved["truncated"], Counter(saved["skipped"]),
                         saved["examples"])

@@ -4,6 +4,9 @@
          + visual_kd · KD_sum(image-token positions) / image tokens   online Teacher with the same image tokens
          + relation_kd · Σ_images RDist / images                      idem (LLaVA-KD's relation loss)
 
+Images are told apart by the number of image tokens each one expanded into (`image_token_counts`, the
+processor's own count per image), so images of different sizes in one batch are grouped correctly.
+
 Every term is a sum over one micro-batch divided by its count over the whole gradient-accumulation
 window (`TargetCounts`), so accumulating micro-batches gives the gradient of the big batch. The
 Teacher is either online (hidden states, any divergence) or cached (top-k signals, forward KL); without
@@ -12,7 +15,6 @@ one (pretrain and SFT stages) the loss is the cross-entropy alone, still without
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -21,6 +23,7 @@ from accelerate.utils import extract_model_from_parallel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from llava_ckd.data.collator import IMAGE_TOKEN_COUNTS
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.engines import run_inside
 from llava_ckd.distill.heads import (
@@ -34,8 +37,6 @@ from llava_ckd.distill.positions import final_hidden_states, next_token_targets,
 from llava_ckd.distill.relation import head_gram, rdist_loss
 from llava_ckd.distill.sparse import SparseTeacherSignal, sparse_head_kd_loss
 from llava_ckd.distill.teachers import OnlineTeacher, TeacherOutputs
-
-log = logging.getLogger(__name__)
 
 SOFTMAX_PART_ELEMENTS = DEFAULT_LOSS_CHUNK_SIZE * 151_936
 """Logits per softmax part: the tuned default's at Qwen2.5's vocabulary (about 10 MB in fp32)."""
@@ -83,7 +84,7 @@ class TargetCounts(NamedTuple):
                         response_mask(batch["labels"]).sum(),
                         (batch["input_ids"] == image_token_id).sum(),
                         torch.tensor(
-                            len(batch["pixel_values"]) if "pixel_values" in batch else 0,
+                            len(batch[IMAGE_TOKEN_COUNTS]) if IMAGE_TOKEN_COUNTS in batch else 0,
                             device=batch["input_ids"].device,
                         ),
                     ]
@@ -122,7 +123,6 @@ class Distiller:
         self.divergence = divergence
         self.vocab_size = vocab_size
         self.chunk_size = chunk_size
-        self._told_visual_skip = False
 
     @classmethod
     def cross_entropy(cls, vocab_size: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Distiller:
@@ -195,12 +195,17 @@ class Distiller:
         teacher_head: Tensor,
         counts: TargetCounts,
     ) -> dict[str, Tensor]:
-        """Visual-token KD and RDist, when both models expand each image into the same number of tokens."""
+        """Visual-token KD and RDist, for a Teacher that expands every image into as many tokens as the Student."""
         student_images = batch["input_ids"] == student.config.image_token_id
+        if IMAGE_TOKEN_COUNTS not in batch:
+            if student_images.any():
+                raise ValueError(f"the batch holds image tokens but no {IMAGE_TOKEN_COUNTS} (each image's number of "
+                                 "image tokens, which the Collator writes): the visual losses cannot group them")
+            return {name: hidden.new_zeros(()) for name in ("visual_kd", "relation_kd") if getattr(self.weights, name)}
+        image_counts = batch[IMAGE_TOKEN_COUNTS]
+        if teacher.image_token_counts is None or not torch.equal(image_counts, teacher.image_token_counts):
+            raise ValueError(visual_grids_differ(image_counts, teacher.image_token_counts))
         teacher_images = teacher.input_ids == self.teacher.image_token_id
-        if not torch.equal(student_images.sum(1), teacher_images.sum(1)):
-            self._tell_visual_skip(student_images, teacher_images, len(batch["pixel_values"]))
-            return {}
         terms = {}
         if self.weights.visual_kd:
             visual = head_kd_loss(
@@ -215,29 +220,23 @@ class Distiller:
             )
             terms["visual_kd"] = _per(visual.loss, counts.image_tokens)
         if self.weights.relation_kd:
-            images = len(batch["pixel_values"]) if "pixel_values" in batch else 0
-            if images:
-                relation = images * rdist_loss(
-                    hidden[student_images].unflatten(0, (images, -1)),
-                    head_gram(student.get_output_embeddings().weight, self.vocab_size),
-                    teacher.hidden[teacher_images].unflatten(0, (images, -1)),
-                    self.teacher.gram(teacher_head, self.vocab_size),
-                )
-            else:
-                relation = hidden.new_zeros(())
+            student_gram = head_gram(student.get_output_embeddings().weight, self.vocab_size)
+            teacher_gram = self.teacher.gram(teacher_head, self.vocab_size)
+            per_image = image_counts.tolist()
+            relation = sum(
+                rdist_loss(ours[None], student_gram, theirs[None], teacher_gram)
+                for ours, theirs in zip(hidden[student_images].split(per_image),
+                                        teacher.hidden[teacher_images].split(per_image), strict=True)
+            )
             terms["relation_kd"] = _per(relation, counts.images)
         return terms
 
-    def _tell_visual_skip(self, student_images: Tensor, teacher_images: Tensor, images: int) -> None:
-        if self._told_visual_skip:
-            return
-        self._told_visual_skip = True
-        log.warning(
-            "visual-token KD and relation KD are skipped: the Student expands an image into %d tokens, "
-            "the Teacher into %d; they apply only when both see the same image tokens (response KD still applies)",
-            int(student_images.sum()) // images,
-            int(teacher_images.sum()) // images,
-        )
+
+def visual_grids_differ(student_counts: Tensor, teacher_counts: Tensor | None) -> str:
+    teacher = teacher_counts.tolist() if teacher_counts is not None else "none"
+    return (f"visual-token KD and relation KD need the Teacher to expand each image into the same image tokens as "
+            f"the Student; image tokens per image: Student {student_counts.tolist()}, Teacher {teacher}. "
+            "Set visual_kd and relation_kd to 0 for this pair (response KD aligns by the assistant text)")
 
 
 def aligned_response_hidden(teacher: TeacherOutputs, student_positions: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Final hidden states of a LLaVA model and the positions the distillation losses read them at.
+"""Final hidden states of a VLM and the positions the distillation losses read them at.
 
 Position t of a sequence predicts token t+1, so the response positions are those whose *next*
 label is not -100. Teacher and Student agree on these positions counted within each row (the
@@ -11,9 +11,17 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llava_ckd.data.collator import IMAGE_TOKEN_COUNTS, TEACHER_PREFIX
 from llava_ckd.distill.heads import IGNORE_INDEX
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values")
+NOT_MODEL_INPUTS = ("labels", "sample_index", IMAGE_TOKEN_COUNTS)
+"""Batch entries that the losses read but the model does not take (`teacher_*` entries are the Teacher's)."""
+
+
+def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """What the model takes of a batch: ids, attention mask and whatever image inputs its processor made."""
+    return {name: value for name, value in batch.items()
+            if name not in NOT_MODEL_INPUTS and not name.startswith(TEACHER_PREFIX)}
 
 
 def next_token_targets(labels: Tensor) -> Tensor:
@@ -28,7 +36,7 @@ def response_mask(labels: Tensor) -> Tensor:
 
 def final_hidden_states(vlm: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
     """The last layer's hidden states [B, L, d] of a `...ForConditionalGeneration` model, without its LM head."""
-    present = {name: inputs[name] for name in MODEL_INPUTS if name in inputs}
+    present = model_inputs(inputs)
     if "pixel_values" in present:
         present["pixel_values"] = present["pixel_values"].to(vlm.dtype)
     return vlm.model(**present, use_cache=False).last_hidden_state

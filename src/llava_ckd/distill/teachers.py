@@ -10,9 +10,9 @@ import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 
-from llava_ckd.data.collator import TEACHER_PREFIX
+from llava_ckd.data.collator import IMAGE_TOKEN_COUNTS, TEACHER_PREFIX
 from llava_ckd.distill.engines import full_weight, prepare_teacher
-from llava_ckd.distill.positions import MODEL_INPUTS, final_hidden_states
+from llava_ckd.distill.positions import final_hidden_states
 from llava_ckd.distill.relation import head_gram
 
 
@@ -21,12 +21,14 @@ class TeacherOutputs(NamedTuple):
     """[B, L_teacher, d_teacher] final hidden states."""
     input_ids: Tensor
     labels: Tensor
+    image_token_counts: Tensor | None
+    """Image tokens of each image, in batch order (None without images)."""
 
 
 def teacher_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """The Teacher's view of a batch: its own `teacher_*` inputs where the collator wrote them, else the Student's."""
     if TEACHER_PREFIX + "input_ids" not in batch:
-        return {name: batch[name] for name in (*MODEL_INPUTS, "labels") if name in batch}
+        return {name: value for name, value in batch.items() if name != "sample_index"}
     return {
         name.removeprefix(TEACHER_PREFIX): value for name, value in batch.items() if name.startswith(TEACHER_PREFIX)
     }
@@ -61,4 +63,5 @@ class OnlineTeacher:
     @torch.no_grad()
     def __call__(self, batch: dict[str, Tensor]) -> TeacherOutputs:
         inputs = teacher_inputs(batch)
-        return TeacherOutputs(final_hidden_states(self.model, inputs), inputs["input_ids"], inputs["labels"])
+        return TeacherOutputs(final_hidden_states(self.model, inputs), inputs["input_ids"], inputs["labels"],
+                              inputs.get(IMAGE_TOKEN_COUNTS))

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
-from llava_ckd.data.conversations import image_token_count, prompt_text
+from llava_ckd.data.collator import image_inputs, modality_inputs
+from llava_ckd.data.conversations import ConversationEncoder, load_rgb
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
 
@@ -24,24 +24,20 @@ class AnswerGenerator:
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.tokens_per_image = image_token_count(processor)
+        self.encoder = ConversationEncoder(processor, image_folder=None, max_length=0)
         self.max_new_tokens = max_new_tokens
 
     def _inputs(self, requests: list[GenerationRequest]) -> dict[str, torch.Tensor]:
-        texts = [
-            prompt_text(self.tokenizer, (IMAGE_TOKEN + "\n" if r.image else "") + r.prompt, self.tokens_per_image)
-            for r in requests
-        ]
+        images = [load_rgb(r.image) if r.image is not None else None for r in requests]
+        texts = [self.encoder.prompt((IMAGE_TOKEN + "\n" if image else "") + r.prompt, [image] if image else [])
+                 for r, image in zip(requests, images, strict=True)]
         inputs = dict(self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                                      add_special_tokens=False))
-        images = []
-        for request in requests:
-            if request.image is not None:
-                with Image.open(request.image) as image:
-                    images.append(image.convert("RGB"))
-        if images:
-            pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-            inputs["pixel_values"] = pixels.to(self.model.dtype)
+        inputs |= modality_inputs(self.processor, inputs["input_ids"])
+        present = [image for image in images if image is not None]
+        if present:
+            inputs |= image_inputs(self.processor, present)
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return inputs
 
     @torch.inference_mode()

@@ -156,7 +156,11 @@ def load_vlm(name_or_path: str | Path, dtype: str = "fp32") -> tuple[PreTrainedM
     location = checkpoint_location(name_or_path)
     model = loading(location, "model",
                     lambda: AutoModelForImageTextToText.from_pretrained(location, dtype=DTYPES[dtype]))
-    processor = loading(location, "model", lambda: AutoProcessor.from_pretrained(location))
+    try:
+        processor = loading(location, "model", lambda: AutoProcessor.from_pretrained(location))
+    except ImportError as error:  # e.g. Qwen-VL, LLaVA-OneVision, InternVL: their video processors need torchvision
+        reason = str(error).strip().splitlines()[0]
+        raise ModelError(f"cannot build the processor of {location!r}: {reason}") from error
     return model.eval(), processor
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from llava_ckd.config import ModelSource
+from llava_ckd.data.conversations import image_token_id
 from llava_ckd.models.build import (
+    ModelError,
     build_preset,
     checkpoint_location,
     compose_vlm,
@@ -17,7 +19,7 @@ from llava_ckd.models.build import (
 
 def model_from_source(source: ModelSource, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     if source.path is not None:
-        return load_vlm(source.path, source.dtype)
+        return checked(*load_vlm(source.path, source.dtype), source.path)
     if source.vision is not None:
         return compose_vlm(source.vision, source.llm, source.vision_feature_layer, source.dtype)
     return build_preset(source.preset, preset_tokenizer(source), seed=seed, vision_init=source.vision_init)
@@ -39,3 +41,12 @@ def tokenizer_from_source(source: ModelSource) -> PreTrainedTokenizerBase:
     if source.vision is not None:
         return composition_tokenizer(source.llm, local_files_only=True)
     return preset_tokenizer(source)
+
+
+def checked(model: PreTrainedModel, processor: ProcessorMixin, name: str) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Refuse a checkpoint whose processor marks images with another token than the one its model reads."""
+    expected, marked = model.config.image_token_id, image_token_id(processor)
+    if expected != marked:
+        raise ModelError(f"{name}: the model reads image features at token id {expected}, its processor writes image "
+                         f"tokens as id {marked} ({processor.tokenizer.convert_ids_to_tokens(marked)!r})")
+    return model, processor

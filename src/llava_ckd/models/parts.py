@@ -8,9 +8,11 @@ PARTS = ("vision", "projector", "llm")
 
 # Parameter-name prefixes per part, for the VLM families whose training we support.
 _PREFIXES = {
-    "vision": ("model.vision_tower.", "model.visual.blocks.", "model.visual.patch_embed."),
-    "projector": ("model.multi_modal_projector.", "model.visual.merger."),
-    "llm": ("model.language_model.", "lm_head."),
+    "vision": ("model.vision_tower.", "model.vision_model.", "model.visual.blocks.", "model.visual.patch_embed.",
+               "model.visual.pos_embed."),
+    "projector": ("model.multi_modal_projector.", "model.connector.", "model.visual.merger.",
+                  "model.visual.deepstack_merger_list."),
+    "llm": ("model.language_model.", "model.text_model.", "lm_head."),
 }
 
 

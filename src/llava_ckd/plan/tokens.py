@@ -15,7 +15,15 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from llava_ckd.data.conversations import IGNORE_INDEX, ConversationEncoder, SkipSample, read_records, sample_cache
+from llava_ckd.data.conversations import (
+    IGNORE_INDEX,
+    ConversationEncoder,
+    SkipSample,
+    image_names,
+    read_records,
+    sample_cache,
+)
+from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
 
 @dataclass(frozen=True)
@@ -54,20 +62,28 @@ def assumed(samples: int, text_tokens: int, response_tokens: int, images: int, i
 
 
 class TokenCounter(ConversationEncoder):
-    """Encodes records as training does, taking each record's images as named (none is opened)."""
+    """Encodes records as training does under the tokenizer's chat template, each image as `image_tokens` image
+    tokens: no image is opened, which is exact for fixed-resolution models (LLaVA, TinyLLaVA)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, image_tokens: int, max_length: int):
+        self.tokenizer, self.template, self.max_length = tokenizer, tokenizer.chat_template, max_length
+        self.image_token, self.image_token_id = IMAGE_TOKEN, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.image_folder, self.image_tokens = None, image_tokens
 
     def images(self, record: dict) -> list[Path]:
-        names = record.get("image")
-        names = [] if names is None else [names] if isinstance(names, str) else names
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise SkipSample("'image' must be a file name or a list of file names")
-        return [Path(name) for name in names]
+        return [Path(name) for name in image_names(record)]
+
+    def expansion(self, path: Path) -> str:
+        return IMAGE_TOKEN * self.image_tokens
+
+    def settings(self) -> str:
+        return f"{self.image_tokens} image tokens"
 
 
 def count_tokens(path: Path, tokenizer: PreTrainedTokenizerBase, image_tokens: int, max_length: int,
                  sample: int | None = None) -> Tokens:
     """Tokens of one epoch over `path` (records that training would skip for their text are left out)."""
-    counter = TokenCounter(tokenizer, image_tokens, None, max_length)
+    counter = TokenCounter(tokenizer, image_tokens, max_length)
     cache = sample_cache(path, counter, kind="tokens", extra=(sample,))
     if cache.is_file():
         return Tokens(**json.loads(cache.read_text()))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from transformers import PreTrainedModel, ProcessorMixin
 
 from llava_ckd.config import CachedTeacherConfig, StageConfig
-from llava_ckd.data.collator import TeacherView
-from llava_ckd.data.conversations import Sample
+from llava_ckd.data.collator import TeacherView, response_ids
+from llava_ckd.data.conversations import Sample, load_conversations
 from llava_ckd.distill.cache import TeacherCache
 from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.teachers import OnlineTeacher
-from llava_ckd.distill.vocab import check_same_tokenizer, shared_vocab_size
+from llava_ckd.distill.vocab import shared_vocab_size, shared_vocabulary
 from llava_ckd.models.load import model_from_source
 
 
@@ -19,7 +19,7 @@ def build_distiller(
 ) -> tuple[Distiller, TeacherView | None]:
     """The stage's `Distiller`, and how the Teacher's inputs differ from the Student's (None: they do not)."""
     tokenizer = processor.tokenizer
-    student_rows = len(student.lm_head.weight)
+    student_rows = len(student.get_output_embeddings().weight)
     if isinstance(config.teacher, CachedTeacherConfig):
         vocab_size = shared_vocab_size(student_rows, student_rows, len(tokenizer))
         cache = TeacherCache(config.teacher.path)
@@ -31,8 +31,20 @@ def build_distiller(
     if config.precision != "fp32":  # the Teacher only infers: it runs in the stage's half precision
         teacher_source = teacher_source.model_copy(update={"dtype": config.precision})
     teacher_model, teacher_processor = model_from_source(teacher_source, seed=config.seed)
-    check_same_tokenizer(tokenizer, teacher_processor.tokenizer)
-    vocab_size = shared_vocab_size(student_rows, len(teacher_model.lm_head.weight), len(tokenizer))
+    shared = shared_vocabulary(tokenizer, teacher_processor.tokenizer)
+    vocab_size = shared_vocab_size(student_rows, len(teacher_model.get_output_embeddings().weight), shared)
+    refuse_answers_beyond(samples, vocab_size, tokenizer)
+    teacher_samples, _ = load_conversations(config.data.conversations, config.data.images, teacher_processor,
+                                            config.data.max_length)
     teacher = OnlineTeacher(teacher_model)
     distiller = Distiller(teacher, config.losses, config.divergence, vocab_size, config.kd_chunk_size)
-    return distiller, TeacherView.between(processor, teacher_processor)
+    return distiller, TeacherView.between(samples, processor, teacher_samples, teacher_processor)
+
+
+def refuse_answers_beyond(samples: list[Sample], vocab_size: int, tokenizer) -> None:
+    """KD compares the first `vocab_size` token ids: an answer token beyond them has no Teacher probability."""
+    for sample in samples:
+        beyond = [token for token in response_ids(sample) if token >= vocab_size]
+        if beyond:
+            raise ValueError(f"sample {sample.sample_id}: answer token {tokenizer.convert_ids_to_tokens(beyond[0])!r} "
+                             f"(id {beyond[0]}) lies outside the {vocab_size} token ids Teacher and Student share")

@@ -144,7 +144,7 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = (), *, res
     else:
         distiller, teacher_view = Distiller.cross_entropy(len(model.get_output_embeddings().weight)), None
     collator = Collator(processor, processor.tokenizer.pad_token_id,
-                        cache_images=min(len(samples), cacheable_images(processor.image_processor)),
+                        cache_images=min(len(samples), cacheable_images(processor)),
                         with_sample_index=distiller.needs_sample_index, teacher=teacher_view)
     trainer = StageTrainer(
         model=model.train(),

@@ -1,0 +1,179 @@
+"""Tiny models of the VLM families people distil today, each from its own config class, with a processor made of
+local files: the tests' byte-level tokenizer extended with the family's special tokens, the family's image processor
+class, and the family's chat template (tests/fixtures/chat_templates/, sources and licences in its README).
+
+Data: LLaVA conversation records whose images differ in size (square and wide), so that families with dynamic
+resolution or tiling expand them into different numbers of image tokens, plus a record with two images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from transformers import (
+    Gemma3Config,
+    Gemma3ForConditionalGeneration,
+    Gemma3ImageProcessorPil,
+    Gemma3Processor,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3ImageProcessorPil,
+    Idefics3Processor,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    ProcessorMixin,
+)
+
+from llava_ckd.models import build_preset, train_tokenizer
+from tests.conftest import CORPUS
+
+TEMPLATES = Path(__file__).parents[1] / "fixtures" / "chat_templates"
+TILE = 32
+"""Image side the tiny vision towers read (a tile, for the tiling families)."""
+
+
+def tiny_text(vocab_size: int, pad_token_id: int, hidden: int, **extra) -> dict:
+    return dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, pad_token_id=pad_token_id, **extra)
+
+
+def base_tokenizer(extra_corpus: list[str], specials: list[str], named: dict[str, str] | None = None):
+    """The tests' byte-level BPE with the family's special tokens added (`named`: the ones its processor looks up
+    by name, such as Gemma 3's `boi_token`)."""
+    trained = train_tokenizer(CORPUS * 20 + extra_corpus * 20, vocab_size=320)
+    trained.add_special_tokens({"additional_special_tokens": specials + list((named or {}).values())})
+    if not named:
+        return trained
+    return PreTrainedTokenizerFast(tokenizer_object=trained.backend_tokenizer, pad_token=trained.pad_token,
+                                   eos_token=trained.eos_token, extra_special_tokens=named, padding_side="right",
+                                   model_max_length=trained.model_max_length)
+
+
+def llava(hidden: int, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """LLaVA / TinyLLaVA composition (the presets): a fixed 16 image tokens per 32 px image, ChatML."""
+    return build_preset({32: "tiny-student", 64: "tiny-ta"}[hidden], base_tokenizer([], []), seed=seed)
+
+
+def smolvlm(hidden: int, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """SmolVLM (Idefics3 classes): images larger than a tile are split into tiles plus a global view."""
+    specials = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
+                *[f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7)]]
+    tokenizer = base_tokenizer(["User: Assistant:"], specials)
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 2 * TILE}, max_image_size={"longest_edge": TILE})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
+                                  chat_template=(TEMPLATES / "smolvlm.jinja").read_text())
+    config = Idefics3Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=TILE, patch_size=8),
+        text_config=dict(model_type="llama", **tiny_text(len(tokenizer), tokenizer.pad_token_id, hidden)),
+        scale_factor=2, image_token_id=processor.image_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return Idefics3ForConditionalGeneration(config).eval(), processor
+
+
+def gemma3(hidden: int, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Gemma 3: a fixed number of soft image tokens between <start_of_image> and <end_of_image>."""
+    tokenizer = base_tokenizer(["model user"], ["<start_of_turn>", "<end_of_turn>", "<bos>"],
+                               {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                "image_token": "<image_soft_token>"})
+    tokenizer.bos_token = "<bos>"
+    image_processor = Gemma3ImageProcessorPil(size={"height": TILE, "width": TILE})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4,
+                                chat_template=(TEMPLATES / "gemma3.jinja").read_text())
+    config = Gemma3Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=TILE, patch_size=8, vision_use_head=False),
+        text_config=dict(**tiny_text(len(tokenizer), tokenizer.pad_token_id, hidden), head_dim=hidden // 4,
+                         sliding_window=64),
+        mm_tokens_per_image=4, image_token_id=tokenizer.image_token_id, boi_token_id=tokenizer.boi_token_id,
+        eoi_token_id=tokenizer.eoi_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # Gemma 3 initialises its projector to zero: no image would reach a random model
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.5)
+    return model, processor
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    build: Callable[[int, int], tuple[PreTrainedModel, ProcessorMixin]]
+    """(hidden width, seed) -> tiny model and processor; the processor is the same for every width."""
+    end_of_turn: str
+    """What the family's template puts after an assistant reply (inside its label span)."""
+    variable_image_tokens: bool
+
+
+FAMILIES = {
+    "llava": Family("llava", llava, "<|im_end|>", variable_image_tokens=False),
+    "smolvlm": Family("smolvlm", smolvlm, "<end_of_utterance>", variable_image_tokens=True),
+    "gemma3": Family("gemma3", gemma3, "<end_of_turn>", variable_image_tokens=False),
+}
+
+
+@pytest.fixture(params=list(FAMILIES), scope="module")
+def family(request) -> Family:
+    return FAMILIES[request.param]
+
+
+def save(model: PreTrainedModel, processor: ProcessorMixin, folder: Path) -> Path:
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoints(family, tmp_path_factory) -> dict[str, Path]:
+    """The family's Student (narrow) and Teacher (wide) saved as ordinary checkpoint folders."""
+    root = tmp_path_factory.mktemp(family.name)
+    return {"student": save(*family.build(32, 0), root / "student"),
+            "teacher": save(*family.build(64, 1), root / "teacher")}
+
+
+IMAGES = {"square.png": ((TILE, TILE), (200, 30, 30)), "wide.png": ((2 * TILE, TILE), (30, 160, 40)),
+          "small.png": ((20, 20), (40, 60, 210))}
+RECORDS = [
+    {"id": "square", "image": "square.png",
+     "conversations": [{"from": "human", "value": "<image>\nWhat colour is the image?"},
+                       {"from": "gpt", "value": "red"},
+                       {"from": "human", "value": "Is it red?"},
+                       {"from": "gpt", "value": "yes"}]},
+    {"id": "wide", "image": "wide.png",
+     "conversations": [{"from": "human", "value": "<image>\nWhat colour is the image?"},
+                       {"from": "gpt", "value": "green"}]},
+    {"id": "two", "image": ["square.png", "wide.png"],
+     "conversations": [{"from": "human", "value": "<image>\n<image>\nHow many objects are there?"},
+                       {"from": "gpt", "value": "2"}]},
+    {"id": "text", "conversations": [{"from": "human", "value": "Describe the image briefly."},
+                                     {"from": "gpt", "value": "A red circle at the top left."}]},
+    {"id": "small", "image": "small.png",
+     "conversations": [{"from": "human", "value": "What colour is the image?\n<image>"},
+                       {"from": "gpt", "value": "blue"}]},
+]
+
+
+def write_family_data(folder: Path) -> Path:
+    (folder / "images").mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for name, (size, colour) in IMAGES.items():  # the colour on the left, its complement on the right, and noise
+        width, height = size
+        pixels = torch.tensor(colour).expand(height, width, 3).clone()
+        pixels[:, width // 2:] = 255 - pixels[:, width // 2:]
+        pixels += torch.randint(-40, 40, (height, width, 3), generator=generator)
+        Image.fromarray(pixels.clamp(0, 255).to(torch.uint8).numpy()).save(folder / "images" / name)
+    path = folder / "train.json"
+    path.write_text(json.dumps(RECORDS))
+    return path
+
+
+@pytest.fixture(scope="session")
+def family_data(tmp_path_factory) -> Path:
+    return write_family_data(tmp_path_factory.mktemp("family-data"))
