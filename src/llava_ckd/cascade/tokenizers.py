@@ -7,12 +7,16 @@ import logging
 from pathlib import Path
 
 from llava_ckd.cascade.recipe import Recipe
-from llava_ckd.config import ConfigError
+from llava_ckd.config import ConfigError, ModelSource
 from llava_ckd.distill.vocab import shared_vocabulary
 from llava_ckd.models.build import ModelError
 from llava_ckd.models.load import tokenizer_from_source
 
 log = logging.getLogger(__name__)
+
+
+def tokenizer_location(source: ModelSource) -> str:
+    return str(source.path or source.llm or source.tokenizer)
 
 
 def check_chain_tokenizers(recipe: Recipe, source: Path | str) -> None:
@@ -23,14 +27,15 @@ def check_chain_tokenizers(recipe: Recipe, source: Path | str) -> None:
     try:
         student = tokenizer_from_source(recipe.student)
     except (OSError, ValueError) as error:
-        log.warning("%s: the Student's tokenizer is not readable here (%s): tokenizers not checked", source, error)
+        log.warning("%s: tokenizers not checked: the Student's (%s) is not in local files (%s)", source,
+                    tokenizer_location(recipe.student), str(error).splitlines()[0])
         return
     for index, teacher in enumerate(recipe.teachers):
         try:
             teacher_tokenizer = tokenizer_from_source(teacher.model)
         except (ModelError, OSError, ValueError) as error:
-            log.warning("%s: Teacher %r's tokenizer is not readable here (%s): not checked", source, teacher.name,
-                        error)
+            log.warning("%s: Teacher %r's tokenizer (%s) not checked: not in local files (%s)", source,
+                        teacher.name, tokenizer_location(teacher.model), str(error).splitlines()[0])
             continue
         try:
             shared_vocabulary(student, teacher_tokenizer)
