@@ -1,0 +1,54 @@
+"""A checkpoint's processor; where its video processor cannot be built, the same processor without it.
+
+Qwen2.5-VL, Qwen3-VL, InternVL and LLaVA-OneVision processors hold a video processor, which `transformers` builds
+only with torchvision. This framework feeds images and text only, so such a processor is then built from the
+checkpoint's image processor, tokenizer and chat template alone: the family's own processor class, whose image and
+text code is unchanged, with one log line saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+from transformers import AutoProcessor, PreTrainedConfig, ProcessorMixin
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+log = logging.getLogger(__name__)
+
+VIDEO = "video_processor"
+
+
+@cache
+def without_video(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]:
+    """`processor_class` with no video processor among its parts (`get_attributes`): it is built, saved and loaded
+    from its other parts, and processes images and text with `processor_class`'s own code. Saved, it names
+    `processor_class`."""
+
+    class ImagesAndText(processor_class):
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [name for name in super().get_attributes() if name != VIDEO]
+
+    ImagesAndText.__name__ = ImagesAndText.__qualname__ = processor_class.__name__
+    return ImagesAndText
+
+
+def load_processor(location: str, config: PreTrainedConfig) -> ProcessorMixin:
+    """`AutoProcessor` for the checkpoint at `location` (of model config `config`); when that fails and the family's
+    processor loads without its video processor, that one (logged with the reason). Any other failure is raised."""
+    try:
+        return AutoProcessor.from_pretrained(location)
+    except (ImportError, OSError) as error:
+        processor_class = PROCESSOR_MAPPING.get(type(config), None)
+        if processor_class is None or VIDEO not in processor_class.get_attributes():
+            raise
+        try:
+            processor = without_video(processor_class).from_pretrained(location)
+        except Exception:
+            raise error from None
+        reason = str(error).strip().splitlines()[0]
+        log.warning("%s: the video processor of %s cannot be built (%s); using %s without it (images and text are "
+                    "processed as with it, videos are not)", location, processor_class.__name__, reason,
+                    processor_class.__name__)
+        return processor
