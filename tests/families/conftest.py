@@ -60,11 +60,14 @@ def base_tokenizer(extra_corpus: list[str], specials: list[str], named: dict[str
     by name, such as Gemma 3's `boi_token`)."""
     trained = train_tokenizer(CORPUS * 20 + extra_corpus * 20, vocab_size=320)
     trained.add_special_tokens({"additional_special_tokens": specials + list((named or {}).values())})
-    if not named:
-        return trained
-    return PreTrainedTokenizerFast(tokenizer_object=trained.backend_tokenizer, pad_token=trained.pad_token,
-                                   eos_token=trained.eos_token, extra_special_tokens=named, padding_side="right",
-                                   model_max_length=trained.model_max_length)
+    return with_named_tokens(trained, named) if named else trained
+
+
+def with_named_tokens(tokenizer: PreTrainedTokenizerFast, named: dict[str, str]) -> PreTrainedTokenizerFast:
+    """`tokenizer` (holding the tokens of `named`) with `named` as its named special tokens, in place of its own."""
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, pad_token=tokenizer.pad_token,
+                                   eos_token=tokenizer.eos_token, extra_special_tokens=named, padding_side="right",
+                                   model_max_length=tokenizer.model_max_length)
 
 
 def llava(hidden: int, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:

@@ -47,7 +47,7 @@ def load_processor(location: str, config: PreTrainedConfig) -> ProcessorMixin:
             processor = without_video(processor_class).from_pretrained(location)
         except Exception:
             raise error from None
-        reason = str(error).strip().splitlines()[0]
+        reason = " ".join(str(error).split()).split(". ")[0]
         log.warning("%s: the video processor of %s cannot be built (%s); using %s without it (images and text are "
                     "processed as with it, videos are not)", location, processor_class.__name__, reason,
                     processor_class.__name__)
