@@ -29,6 +29,10 @@ from transformers import (
     InternVLConfig,
     InternVLForConditionalGeneration,
     InternVLProcessor,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessorPil,
+    LlavaOnevisionProcessor,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     ProcessorMixin,
@@ -194,6 +198,30 @@ def internvl(hidden: int, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
     return internvl_model(tokenizer, hidden, seed), processor
 
 
+GRID_PINPOINTS = [[TILE, TILE], [TILE, 2 * TILE], [2 * TILE, TILE], [2 * TILE, 2 * TILE]]
+
+
+def llava_onevision(hidden: int, seed: int) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """LLaVA-OneVision (anyres): a base view plus the tiles of the best grid resolution, a newline per row of
+    features; 16 image tokens per 32 px view."""
+    tokenizer = base_tokenizer([], [], {"image_token": "<image>", "video_token": "<video>"})
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": TILE, "width": TILE},
+                                                      image_grid_pinpoints=GRID_PINPOINTS)
+    processor = without_video(LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=16,
+        vision_feature_select_strategy="full", chat_template=(TEMPLATES / "llava_onevision.jinja").read_text())
+    config = LlavaOnevisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=TILE, patch_size=8),
+        text_config=dict(model_type="qwen2", **tiny_text(len(tokenizer), tokenizer.pad_token_id, hidden)),
+        image_token_index=tokenizer.image_token_id, video_token_index=tokenizer.video_token_id,
+        image_grid_pinpoints=GRID_PINPOINTS, vision_feature_select_strategy="full", vision_feature_layer=-1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlavaOnevisionForConditionalGeneration(config).eval(), processor
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -213,6 +241,7 @@ FAMILIES = {
     "qwen3-vl": Family("qwen3-vl", qwen_vl(qwen3_vl_model, Qwen3VLProcessor), "<|im_end|>",
                        variable_image_tokens=True),
     "internvl": Family("internvl", internvl, "<|im_end|>", variable_image_tokens=True),
+    "llava-onevision": Family("llava-onevision", llava_onevision, "<|im_end|>", variable_image_tokens=True),
 }
 
 
