@@ -30,6 +30,14 @@ def without_video(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]
         def get_attributes(cls) -> list[str]:
             return [name for name in super().get_attributes() if name != VIDEO]
 
+        def save_pretrained(self, save_directory, **kwargs):
+            """Also the image processor's own config file, from which `AutoVideoProcessor` builds the family's video
+            processor where torchvision is installed (as for released checkpoints without a video processor
+            config), so that plain `AutoProcessor` loads the folder there."""
+            saved = super().save_pretrained(save_directory, **kwargs)
+            self.image_processor.save_pretrained(save_directory)
+            return saved
+
     ImagesAndText.__name__ = ImagesAndText.__qualname__ = processor_class.__name__
     return ImagesAndText
 
