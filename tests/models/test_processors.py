@@ -8,28 +8,43 @@ import json
 import logging
 
 import pytest
-from transformers import AutoVideoProcessor
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 from transformers.utils import is_torchvision_available
 
 from llava_ckd.models.build import ModelError, load_vlm
 from tests.families.conftest import FAMILIES, save
 
-VIDEO_PROCESSORS = {"qwen2.5-vl": "Qwen2VLVideoProcessor", "qwen3-vl": "Qwen3VLVideoProcessor",
-                    "internvl": "InternVLVideoProcessor", "llava-onevision": "LlavaOnevisionVideoProcessor"}
+INFERRED_VIDEO_PROCESSORS = {"qwen2.5-vl": "Qwen2VLVideoProcessor", "internvl": "InternVLVideoProcessor",
+                             "llava-onevision": "LlavaOnevisionVideoProcessor"}
+"""What transformers infers from the image processor's config, as for released checkpoints without a video config."""
 
 
-@pytest.mark.parametrize("name", list(VIDEO_PROCESSORS))
-def test_a_saved_processor_without_video_names_the_familys_video_processor(name, tmp_path):
-    """Saved without its video processor, the folder still tells `AutoVideoProcessor` which one the family has, so
-    plain `AutoProcessor` builds the whole processor where torchvision is installed."""
-    _, processor = FAMILIES[name].build(32, 0)
-    processor.save_pretrained(tmp_path)
-
+def assert_names_video_processor(folder, name):
+    """`AutoVideoProcessor` on `folder` finds video processor `name`: builds it, or, without torchvision, fails on
+    it (a folder without any: "Can't load video processor", an OSError)."""
     if is_torchvision_available():
-        assert type(AutoVideoProcessor.from_pretrained(tmp_path)).__name__ == VIDEO_PROCESSORS[name]
+        assert type(AutoVideoProcessor.from_pretrained(folder)).__name__ == name
     else:
-        with pytest.raises(ImportError, match="requires the Torchvision library"):
-            AutoVideoProcessor.from_pretrained(tmp_path)
+        with pytest.raises((ImportError, ValueError), match=f"{name} requires the Torchvision|requires `torchvision`"):
+            AutoVideoProcessor.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("name", list(INFERRED_VIDEO_PROCESSORS))
+def test_a_processor_built_without_video_saves_what_names_the_familys_video_processor(name, tmp_path):
+    save(*FAMILIES[name].build(32, 0), tmp_path)
+    assert_names_video_processor(tmp_path, INFERRED_VIDEO_PROCESSORS[name])
+
+
+def test_a_loaded_processor_without_video_saves_the_checkpoints_video_processor_settings(tmp_path):
+    save(*FAMILIES["qwen3-vl"].build(32, 0), tmp_path / "released")
+    settings = {"video_processor_type": "Qwen3VLVideoProcessor", "patch_size": 14, "merge_size": 2, "fps": 2}
+    (tmp_path / "released" / "video_preprocessor_config.json").write_text(json.dumps(settings))
+
+    _, processor = load_vlm(tmp_path / "released")
+    processor.save_pretrained(tmp_path / "saved")
+
+    assert json.loads((tmp_path / "saved" / "video_preprocessor_config.json").read_text()) == settings
+    assert_names_video_processor(tmp_path / "saved", "Qwen3VLVideoProcessor")
 
 
 def test_without_torchvision_the_processor_is_built_without_video_and_says_so_once(tmp_path, caplog):
