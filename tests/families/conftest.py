@@ -1,6 +1,8 @@
 """Tiny models of the VLM families people distil today, each from its own config class, with a processor made of
 local files: the tests' byte-level tokenizer extended with the family's special tokens, the family's image processor
 class, and the family's chat template (tests/fixtures/chat_templates/, sources and licences in its README).
+Processors that hold a video processor (Qwen-VL, InternVL, LLaVA-OneVision) are built without it, as `load_vlm`
+builds them where torchvision is missing (`llava_ckd.models.processors`); saved and loaded, they take that path.
 
 Data: LLaVA conversation records whose images differ in size (square and wide), so that families with dynamic
 resolution or tiling expand them into different numbers of image tokens, plus a record with two images.
