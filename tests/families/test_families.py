@@ -21,6 +21,7 @@ from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.run import evaluate
 from llava_ckd.models.build import ModelError, load_vlm
 from llava_ckd.models.load import model_from_source
+from llava_ckd.models.parts import PARTS, set_trainable
 from llava_ckd.train.stage import run_stage
 from tests.families.conftest import FAMILIES, IMAGES, RECORDS, save
 
@@ -43,6 +44,14 @@ def label_runs(sample) -> list[list[int]]:
         else:
             current.append(label)
     return runs + ([current] if current else [])
+
+
+def test_every_parameter_belongs_to_the_vision_tower_the_projector_or_the_llm(family, checkpoints):
+    """What `train: [...]` picks: each family's parameters split into the three parts, none of them empty."""
+    model, _ = load_vlm(checkpoints["student"])
+    counts = set_trainable(model, PARTS)
+    assert all(counts[part] > 0 for part in PARTS), counts
+    assert sum(counts.values()) == sum(parameter.numel() for parameter in model.parameters())
 
 
 def test_labels_cover_exactly_the_assistant_turns_under_the_familys_template(family, checkpoints, family_data):
@@ -171,11 +180,12 @@ def benchmark_folder(folder, family_data):
 
 
 def sharpened(folder, out):
-    """The checkpoint in fp64 with large LLM weights, so greedy answers depend on the input and never tie."""
+    """The checkpoint in fp64 with large LLM weights (the LM head too, where it is not tied to the embeddings), so
+    greedy answers depend on the input and never tie."""
     model, processor = load_vlm(folder)
     torch.manual_seed(0)
     with torch.no_grad():
-        for parameter in model.get_decoder().parameters():
+        for parameter in dict.fromkeys([*model.get_decoder().parameters(), model.get_output_embeddings().weight]):
             parameter.normal_(0, 0.3)
     model.to(torch.float64).save_pretrained(out)
     processor.save_pretrained(out)

@@ -1,29 +1,34 @@
 """The modern chain recipe (configs/cascade/qwen2.5-vl.yaml): ready Qwen2.5-VL Teachers, a SigLIP + Qwen2.5-0.5B
 Student. It expands to the plans' stages; at tiny width, from a local copy of the hub ids, every stage runs one
-step (with torchvision: transformers builds Qwen2.5-VL's processor only with it); without torchvision a Qwen2.5-VL
-Teacher stops with one clear error."""
+step (without torchvision, the Qwen2.5-VL Teachers' processors are built without their video processors)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+from transformers import (
+    AutoTokenizer,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessorPil,
+)
 from transformers.utils import is_torchvision_available
 
 from llava_ckd.cascade.run import MANIFEST, plan_cascade, run_stages
 from llava_ckd.models import published
-from llava_ckd.models.build import ModelError, load_vlm
+from llava_ckd.models.build import load_vlm
+from tests.families.conftest import QWEN_VL_TOKENS, qwen_vl_token_ids, with_named_tokens
 
 from .conftest import snapshot
 from .test_paper_recipes import tiny_run_recipe
 
 RECIPE = Path(__file__).parents[2] / "configs" / "cascade" / "qwen2.5-vl.yaml"
 TEMPLATE = Path(__file__).parents[1] / "fixtures" / "chat_templates" / "qwen2_vl.jinja"
-QWEN_VL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 PLAN_STAGES = {
     "none": ["student/dpt", "none/student/sft"],
     "direct": ["direct/student/dpt-from-qwen2.5-vl-7b", "direct/student/sft", "direct/student/dft-from-qwen2.5-vl-7b"],
@@ -37,16 +42,15 @@ PLAN_STAGES = {
 def qwen_vl_hub(tiny_hub) -> Path:
     """Tiny Qwen2.5-VL-3B/7B-Instruct in the paper tests' hub cache: the published classes, vocabulary padding and
     tying, the Qwen2.5 tokenizer there with Qwen-VL's vision tokens added, the family's image processor and chat
-    template. No processor_config: transformers cannot build the processor object without torchvision."""
+    template, in the hub checkpoints' layout (preprocessor_config.json, no processor_config.json)."""
     cache, tokenizer = tiny_hub
     for name in published.QWEN25_VL_SHAPES:
         folder = snapshot(cache, name)
-        vision_tokenizer = AutoTokenizer.from_pretrained(snapshot(cache, "Qwen/Qwen2.5-0.5B-Instruct"))
-        vision_tokenizer.add_special_tokens({"additional_special_tokens": QWEN_VL_TOKENS})
-        ids = {f"{kind}_token_id": vision_tokenizer.convert_tokens_to_ids(token) for kind, token in
-               zip(("vision_start", "vision_end", "image", "video"), QWEN_VL_TOKENS, strict=True)}
+        text_tokenizer = AutoTokenizer.from_pretrained(snapshot(cache, "Qwen/Qwen2.5-0.5B-Instruct"))
+        text_tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_VL_TOKENS.values())})
+        vision_tokenizer = with_named_tokens(text_tokenizer, QWEN_VL_TOKENS)
         config = published.qwen25_vl_config(name, tiny=True)
-        for field, value in ids.items():
+        for field, value in qwen_vl_token_ids(vision_tokenizer).items():
             setattr(config, field, value)
         torch.manual_seed(0)
         Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
@@ -76,16 +80,27 @@ def test_stated_capacities_are_the_checkpoints_parameter_counts():
         assert sum(parameter.numel() for parameter in model.parameters()) == teacher["capacity"]
 
 
-@pytest.mark.skipif(is_torchvision_available(), reason="the error is for environments without torchvision")
-def test_without_torchvision_a_qwen25_vl_teacher_stops_with_one_clear_error(offline_hub, qwen_vl_hub):
-    with pytest.raises(ModelError, match=r"cannot build the processor of 'Qwen/Qwen2.5-VL-3B-Instruct': "
-                                         r"Qwen2VLVideoProcessor requires the Torchvision library"):
-        load_vlm("Qwen/Qwen2.5-VL-3B-Instruct")
+def test_a_qwen25_vl_checkpoint_loads_with_its_processor_class_and_image_processor(offline_hub, qwen_vl_hub, caplog):
+    """The hub layout (preprocessor_config.json, no processor_config.json): `load_vlm` gives the family's processor;
+    where torchvision is missing, without its video processor and with one log line saying so."""
+    with caplog.at_level(logging.WARNING, logger="llava_ckd.models.processors"):
+        _, processor = load_vlm("Qwen/Qwen2.5-VL-3B-Instruct")
+
+    assert isinstance(processor, Qwen2_5_VLProcessor)
+    assert isinstance(processor.image_processor, Qwen2VLImageProcessorPil)
+    assert processor.image_processor.size["longest_edge"] == 112 * 112
+    assert processor.chat_template == TEMPLATE.read_text()
+    warnings = [record.getMessage() for record in caplog.records]
+    if is_torchvision_available():
+        assert hasattr(processor, "video_processor") and not warnings
+    else:
+        assert not hasattr(processor, "video_processor")
+        assert len(warnings) == 1
+        assert "the video processor of Qwen2_5_VLProcessor cannot be built (Qwen2VLVideoProcessor requires the " \
+               "Torchvision library" in warnings[0]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not is_torchvision_available(), reason="transformers builds Qwen2.5-VL's processor only with "
-                                                            "torchvision")
 def test_every_stage_runs_one_step_at_tiny_width(offline_hub, qwen_vl_hub, paper_workdir):
     cascade = plan_cascade(tiny_run_recipe(RECIPE, paper_workdir / "recipes"))
     run_stages(cascade, echo=lambda message: None)

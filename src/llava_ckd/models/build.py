@@ -19,7 +19,6 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
-    AutoProcessor,
     AutoTokenizer,
     CLIPImageProcessorPil,
     LlavaConfig,
@@ -34,6 +33,7 @@ from transformers import (
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from llava_ckd.models.presets import IMAGE_SIZE, preset_config
+from llava_ckd.models.processors import load_processor
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -152,13 +152,14 @@ def load_vlm(name_or_path: str | Path, dtype: str = "fp32") -> tuple[PreTrainedM
     """Any image-text-to-text checkpoint (LLaVA, LLaVA-OneVision, Qwen2-VL, ...): hub id or local folder.
 
     A local path that does not exist raises FileNotFoundError; corrupt weights raise ModelError naming the file.
+    Without torchvision, a processor that holds a video processor is built without it (`processors.py`).
     """
     location = checkpoint_location(name_or_path)
     model = loading(location, "model",
                     lambda: AutoModelForImageTextToText.from_pretrained(location, dtype=DTYPES[dtype]))
     try:
-        processor = loading(location, "model", lambda: AutoProcessor.from_pretrained(location))
-    except ImportError as error:  # e.g. Qwen-VL, LLaVA-OneVision, InternVL: their video processors need torchvision
+        processor = loading(location, "model", lambda: load_processor(location, model.config))
+    except ImportError as error:
         reason = str(error).strip().splitlines()[0]
         raise ModelError(f"cannot build the processor of {location!r}: {reason}") from error
     return model.eval(), processor

@@ -6,12 +6,13 @@ from torch import nn
 
 PARTS = ("vision", "projector", "llm")
 
-# Parameter-name prefixes per part, for the VLM families whose training we support.
+# Parameter-name prefixes per part, for the VLM families whose training we support. LLaVA-OneVision's
+# `image_newline` (the learned vector after each row of image features, in the LLM's space) goes with the projector.
 _PREFIXES = {
     "vision": ("model.vision_tower.", "model.vision_model.", "model.visual.blocks.", "model.visual.patch_embed.",
                "model.visual.pos_embed."),
     "projector": ("model.multi_modal_projector.", "model.connector.", "model.visual.merger.",
-                  "model.visual.deepstack_merger_list."),
+                  "model.visual.deepstack_merger_list.", "model.image_newline"),
     "llm": ("model.language_model.", "model.text_model.", "lm_head."),
 }
 
