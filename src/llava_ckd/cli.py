@@ -65,11 +65,13 @@ def _cascade(args: argparse.Namespace) -> None:
 
 def _plan(args: argparse.Namespace) -> None:
     import json
+    from dataclasses import replace
 
     from llava_ckd.cascade import plan_cascade
     from llava_ckd.config import ConfigError
     from llava_ckd.plan.cost import Assumptions, DataSize, Hardware, plan_costs
     from llava_ckd.plan.render import render, to_json
+    from llava_ckd.plan.shapes import ImageSize
 
     hardware = Hardware(args.gpus, args.gpu_memory, args.engine, args.gpu_tflops, args.mfu).check()
     files = {}
@@ -83,6 +85,11 @@ def _plan(args: argparse.Namespace) -> None:
         default = DataSize.parse(f"{args.samples},{args.tokens_per_sample}"
                                  + (f",{args.response_tokens}" if args.response_tokens else ""), args.images_per_sample)
     assumptions = Assumptions(files, default, args.sample)
+    if args.image_size is not None:
+        try:
+            assumptions = replace(assumptions, image_size=ImageSize.parse(args.image_size))
+        except ValueError as error:
+            raise ConfigError(f"--image-size: {error}") from None
     plan = plan_costs(plan_cascade(Path(args.recipe), missing_ok=True), hardware, assumptions)
     print(render(plan))
     if args.json:
@@ -223,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--response-tokens", type=int, metavar="R")
     plan.add_argument("--images-per-sample", type=int, default=1, metavar="I", help="images per assumed sample "
                       "(default 1)")
+    plan.add_argument("--image-size", metavar="WxH", help="the image size a dynamic-resolution model (Qwen2.5-VL) is "
+                      "assumed to see, turned into its image tokens by its own resize rule (default 640x480: COCO's, "
+                      "most of LLaVA-1.5's images)")
     plan.add_argument("--json", metavar="OUT", help="also write the plan as JSON")
     plan.set_defaults(handler=_plan)
 

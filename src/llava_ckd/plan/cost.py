@@ -18,7 +18,7 @@ from llava_ckd.config import ConfigError, ModelSource, OnlineTeacherConfig, Stag
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
 from llava_ckd.plan.flops import inference_flops, training_flops
 from llava_ckd.plan.memory import ENGINES, GB, Step, Term, memory, smallest_change, total
-from llava_ckd.plan.shapes import ConfigAbsent, ModelShape, ShapeError, shape_of
+from llava_ckd.plan.shapes import TYPICAL_IMAGE, ConfigAbsent, ImageSize, ModelShape, ShapeError, shape_of
 from llava_ckd.plan.tokens import Tokens, assumed, count_tokens
 
 
@@ -47,7 +47,7 @@ class Hardware:
 
 @dataclass(frozen=True)
 class DataSize:
-    """What to assume for a data file that is absent: samples, text tokens and labelled tokens per sample."""
+    """What to assume for a data file that is absent: samples, text tokens, labelled tokens and images per sample."""
 
     samples: int
     text_tokens: int
@@ -73,12 +73,14 @@ class DataSize:
 
 @dataclass(frozen=True)
 class Assumptions:
-    """Data sizes to use where a stage's data file is absent: per file, else `default` (None: tokens unknown)."""
+    """Data sizes to use where a stage's data file is absent: per file, else `default` (None: tokens unknown); the
+    image size a dynamic-resolution model is assumed to see."""
 
     files: dict[Path, DataSize] = field(default_factory=dict)
     default: DataSize | None = None
     sample: int | None = None
     """Count this many random records of each data file and scale up (None: count them all)."""
+    image_size: ImageSize = TYPICAL_IMAGE
 
     def tokens(self, conversations: Path, image_tokens: int) -> Tokens | None:
         size = self.files.get(Path(conversations), self.default)
@@ -100,6 +102,8 @@ class StageCost:
     fits: bool | None = None
     change: str | None = None
     tokens: Tokens | None = None
+    teacher_tokens: Tokens | None = None
+    """The online Teacher's tokens per epoch, where its encoding differs from the Student's (other image tokens)."""
     samples: float | None = None
     flops: float | None = None
     gpu_hours: float | None = None
@@ -154,7 +158,8 @@ class Planner:
         """The shape of a model label, or why it is unknown; a config that exists but cannot be read is an error."""
         if model not in self.shapes:
             try:
-                self.shapes[model] = shape_of(origin_source(self.cascade, model))
+                self.shapes[model] = shape_of(origin_source(self.cascade, model),
+                                              image_size=self.assumptions.image_size)
             except ConfigAbsent as absent:
                 self.shapes[model] = str(absent)
             except (ShapeError, OSError) as error:
@@ -195,6 +200,7 @@ class Planner:
         if isinstance(shape, str):
             cost.notes.append(f"parameters, memory and FLOPs unknown: {shape}")
             return cost
+        note_image_size(cost, node.model, shape)
         tokens = self.tokens(node.model, shape, conversations, max_length)
         if isinstance(tokens, str):
             cost.notes.append(f"tokens unknown: {tokens}")
@@ -217,16 +223,26 @@ class Planner:
         if isinstance(teacher, str):
             cost.notes.append(f"online Teacher unknown: {teacher}")
             return
+        if teacher is not None:
+            note_image_size(cost, f"online Teacher {node.teacher}", teacher)
         trained = job.trained_parts
         cost.parameters = {"trained": shape.count(trained), "frozen": shape.total - shape.count(trained)}
         if teacher is not None:
             cost.parameters["online Teacher"] = teacher.total
-        counted = tokens is not None and not tokens.source.startswith("assumed")
-        seq = min(job.data.max_length, tokens.longest) if counted else job.data.max_length
+        teacher_tokens = None
+        if teacher is not None:
+            teacher_tokens = self.tokens(f"teacher-{node.teacher}", teacher, job.data.conversations,
+                                         job.data.max_length)
+            if isinstance(teacher_tokens, str):
+                cost.notes.append(f"online Teacher's tokens unknown: {teacher_tokens}")
+                teacher_tokens = None
+            elif tokens is not None and teacher_tokens != tokens:
+                cost.teacher_tokens = teacher_tokens
         visual = online and job.losses.visual_kd > 0
-        step = Step(trained=trained, batch=job.batch_size, seq=seq, precision=job.precision,
-                    checkpointing=job.activation_checkpointing, teacher=teacher, cached=job.kind == "distill"
-                    and not online, visual_kd=visual, chunk=job.kd_chunk_size,
+        step = Step(trained=trained, batch=job.batch_size, seq=padded_length(tokens, job.data.max_length),
+                    precision=job.precision, checkpointing=job.activation_checkpointing, teacher=teacher,
+                    teacher_seq=padded_length(teacher_tokens, job.data.max_length) if teacher else None,
+                    cached=job.kind == "distill" and not online, visual_kd=visual, chunk=job.kd_chunk_size,
                     vocab=min(shape.head_rows, teacher.head_rows) if teacher else None)
         cost.step = step
         cost.memory = memory(shape, step, hardware.engine, hardware.gpus)
@@ -242,7 +258,7 @@ class Planner:
             else:
                 cost.change = "no engine, checkpointing or batch fits it on " + gpus_needed(shape, step, budget,
                                                                                             hardware.gpus)
-        if tokens is None:
+        if tokens is None or (teacher is not None and teacher_tokens is None):
             return
         global_batch = job.batch_size * job.grad_accum * hardware.gpus
         samples = job.max_steps * global_batch if job.max_steps else job.epochs * tokens.samples
@@ -250,8 +266,21 @@ class Planner:
         cost.tokens, cost.samples = tokens, samples
         positions = seen.response + (seen.images * shape.image_tokens if visual else 0.0)
         cost.flops = training_flops(shape, seen, trained, job.activation_checkpointing, positions)
-        if teacher is not None:
-            cost.flops += inference_flops(teacher, seen, positions)
+        if teacher is not None:  # its own tokens; visual KD needs the Student's image tokens, so also its positions
+            teacher_seen = teacher_tokens.scaled(samples)
+            cost.flops += inference_flops(teacher, teacher_seen, teacher_seen.response + (positions - seen.response))
+
+
+def note_image_size(cost: StageCost, model: str, shape: ModelShape) -> None:
+    if shape.image_assumption is not None:
+        cost.notes.append(f"image tokens of {model}: {shape.image_assumption}, at an assumed image size (--image-size)")
+
+
+def padded_length(tokens: Tokens | None, max_length: int) -> int:
+    """Tokens per sample a batch pads to at worst: the longest counted sample within max_length; max_length where the
+    tokens are assumed or unknown."""
+    counted = tokens is not None and not tokens.source.startswith("assumed")
+    return min(max_length, tokens.longest) if counted else max_length
 
 
 def gpus_needed(model: ModelShape, step: Step, budget: float, gpus: int) -> str:

@@ -1,7 +1,9 @@
 """FLOPs of a stage: the Student's forward and backward (through what the gradient passes, weight gradients of what
 trains, the recomputed forward under activation checkpointing), the online Teacher's forward, the cached-signals
 pass. Matmuls count 2 FLOPs per multiply-add; attention counts its score and value products (causal in the LLM,
-2·s²·h per layer and sample; bidirectional in the vision tower). The fused heads run at the loss positions only.
+2·s²·h per layer and sample; bidirectional in the vision tower, 4·p·k·h per layer and image of p tokens attending to
+k keys each: all p, or a window's tokens under window attention). The vision tower runs on its patches, the projector
+on the image tokens (a patch merger: one per merged group). The fused heads run at the loss positions only.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from llava_ckd.plan.tokens import Tokens
 
 def forward_flops(model: ModelShape, tokens: Tokens, head_positions: float) -> dict[str, float]:
     """Forward FLOPs per part over `tokens` (their images included), the LM head at `head_positions`."""
-    image_tokens = tokens.images * model.image_tokens
+    patches = tokens.images * model.vision_patches
     return {
-        "vision": (2 * model.parts["vision"] + 4 * model.vision_layers * model.image_tokens * model.vision_hidden)
-        * image_tokens,
-        "projector": 2 * model.parts["projector"] * image_tokens,
+        "vision": (2 * model.parts["vision"] + 4 * model.vision_attended * model.vision_hidden) * patches,
+        "projector": 2 * model.parts["projector"] * tokens.images * model.image_tokens,
         "llm": 2 * model.llm_matmul * tokens.tokens + 2 * model.layers * model.hidden * tokens.squares,
         "head": 2 * model.head_rows * model.hidden * head_positions,
     }

@@ -39,6 +39,8 @@ class Step:
     checkpointing: bool = False
     teacher: ModelShape | None = None
     """The online Teacher, frozen on the GPUs beside the Student."""
+    teacher_seq: int | None = None
+    """Tokens per sample as the online Teacher encodes it (its own template and image tokens); None: `seq`."""
     cached: bool = False
     """Distilled from cached Teacher signals (no Teacher on the GPUs)."""
     visual_kd: bool = False
@@ -53,6 +55,10 @@ class Step:
     @property
     def tokens(self) -> int:
         return self.batch * self.seq
+
+    @property
+    def teacher_tokens(self) -> int:
+        return self.batch * (self.seq if self.teacher_seq is None else self.teacher_seq)
 
     @property
     def half(self) -> bool:
@@ -183,13 +189,13 @@ def activations(model: ModelShape, step: Step) -> dict[str, Term]:
     image_tokens = step.batch * step.images * model.image_tokens
     projector = Term(0.0, "projector frozen")
     if "projector" in step.trained:  # its input, its GELU input and its second linear's input per image token
-        projector = Term(image_tokens * a * (model.vision_hidden + 2 * model.hidden),
-                         f"{image_tokens:,} × {a} × ({model.vision_hidden} + 2 × {model.hidden})")
+        projector = Term(image_tokens * a * (model.projector_input + 2 * model.projector_hidden),
+                         f"{image_tokens:,} × {a} × ({model.projector_input} + 2 × {model.projector_hidden})")
     teacher = Term(0.0, "no online Teacher")
     if step.teacher is not None:  # no grad: its final hidden states + one layer's MLP working set while it runs
         t = step.teacher
-        teacher = Term(a * tokens * (t.hidden + 3 * t.intermediate),
-                       f"{a} × {tokens:,} × ({t.hidden} + 3 × {t.intermediate})")
+        teacher = Term(a * step.teacher_tokens * (t.hidden + 3 * t.intermediate),
+                       f"{a} × {step.teacher_tokens:,} × ({t.hidden} + 3 × {t.intermediate})")
     return {"layers": layers, "projector": projector, "teacher forward": teacher, "heads": head_buffers(model, step)}
 
 

@@ -52,6 +52,10 @@ def stage_lines(cost: StageCost, plan: CascadePlan) -> list[str]:
         t = cost.tokens
         lines.append(f"    data: {t.samples:,.0f} samples, {t.tokens / 1e6:,.1f}M tokens per epoch "
                      f"({t.response / 1e6:,.1f}M labelled), {t.source}; this stage: {cost.samples:,.0f} samples")
+    if cost.teacher_tokens is not None:
+        t = cost.teacher_tokens
+        lines.append(f"    online Teacher's forward, its own encoding: {t.tokens / 1e6:,.1f}M tokens per epoch "
+                     f"({t.response / 1e6:,.1f}M labelled), {t.source}")
     if cost.flops is not None:
         lines.append(f"    compute: {cost.flops:.3g} FLOP = {cost.gpu_hours:,.1f} GPU-hours "
                      f"({wall(cost.gpu_hours, hardware.gpus)} on {hardware.gpus} GPUs)")
@@ -91,7 +95,9 @@ def to_json(plan: CascadePlan) -> dict:
                 "memory": {name: {"bytes": term.bytes, "formula": term.formula} for name, term in cost.memory.items()},
                 "memory_bytes": cost.need, "memory_bytes_checkpointing_flipped": cost.memory_flipped,
                 "fits": cost.fits, "change": cost.change,
-                "tokens_per_epoch": asdict(cost.tokens) if cost.tokens else None, "samples": cost.samples,
+                "tokens_per_epoch": asdict(cost.tokens) if cost.tokens else None,
+                "teacher_tokens_per_epoch": asdict(cost.teacher_tokens) if cost.teacher_tokens else None,
+                "samples": cost.samples,
                 "flops": cost.flops, "gpu_hours": cost.gpu_hours, "notes": cost.notes}
 
     return {"recipe": str(plan.cascade.source), "hardware": asdict(plan.hardware),

@@ -2,12 +2,19 @@
 device: no weights are read or downloaded, a config is enough.
 
 Where the config comes from: a preset's from its tokenizer folder (the vocabulary sets the embedding rows); a
-composition of published checkpoints (`models/published.py`) from their known shapes, any other from its config
-(local folder or the local hub cache, never the network); a checkpoint folder from its config.json.
+composition of published checkpoints, or a published Qwen2.5-VL checkpoint (`models/published.py`), from their known
+shapes, any other from its config (local folder or the local hub cache, never the network); a checkpoint folder from
+its config.json.
+
+Image tokens: a fixed-resolution model (LLaVA layout) turns every image into the same number of tokens. A
+dynamic-resolution model (Qwen2.5-VL) turns an image into tokens by its size, so an image size is assumed
+(`ImageSize`, `llava-ckd plan --image-size`) and resized by the family's own rule (its image processor's smart_resize
+with its default minimum and maximum pixels).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +26,23 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     PreTrainedConfig,
+    Qwen2_5_VLConfig,
 )
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
 from llava_ckd.config import ModelSource
 from llava_ckd.models.build import composition_config, image_token_id
 from llava_ckd.models.parts import PARTS, part_of
 from llava_ckd.models.presets import preset_config
-from llava_ckd.models.published import QWEN25_SHAPES, QWEN25_TOKENIZER_TOKENS, SIGLIP_SHAPES, text_config, vision_config
+from llava_ckd.models.published import (
+    QWEN25_SHAPES,
+    QWEN25_TOKENIZER_TOKENS,
+    QWEN25_VL_SHAPES,
+    SIGLIP_SHAPES,
+    qwen25_vl_config,
+    text_config,
+    vision_config,
+)
 
 FSDP_UNITS = ("Qwen2DecoderLayer", "SiglipEncoderLayer", "CLIPEncoderLayer")
 """The layer classes configs/accelerate/fsdp.yaml wraps (FSDP2 units; the rest forms the root unit)."""
@@ -37,6 +54,30 @@ class ShapeError(ValueError):
 
 class ConfigAbsent(ShapeError):
     """A model whose config is not here: a folder not there yet, a hub id not in the local cache."""
+
+
+@dataclass(frozen=True)
+class ImageSize:
+    """The size of the images a dynamic-resolution model is assumed to see, in pixels."""
+
+    width: int
+    height: int
+
+    @classmethod
+    def parse(cls, text: str) -> ImageSize:
+        """`WIDTHxHEIGHT`, e.g. 640x480."""
+        match = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", text.strip())
+        if match is None:
+            raise ValueError(f"{text!r} is not WIDTHxHEIGHT in pixels (e.g. 640x480)")
+        return cls(int(match[1]), int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.width} × {self.height}"
+
+
+TYPICAL_IMAGE = ImageSize(640, 480)
+"""The image size assumed unless told otherwise: most of LLaVA-1.5's instruction images are COCO's, most of which
+are 640 × 480."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +96,17 @@ class ModelShape:
     vision_hidden: int
     vision_layers: int
     image_tokens: int
-    """Tokens one image becomes (fixed-resolution LLaVA layout)."""
+    """Tokens one image becomes in the LLM."""
+    vision_patches: int
+    """Tokens one image is in the vision tower (before a patch merger)."""
+    vision_attended: int
+    """Keys each vision token attends to, summed over the vision layers (window attention: its window)."""
+    projector_input: int
+    """The projector's input width per image token (the vision width; × the merged patches where a merger projects)."""
+    projector_hidden: int
+    """Its hidden width (its GELU's input and its second linear's input)."""
+    image_assumption: str | None
+    """How `image_tokens` was reached from an assumed image size (dynamic resolution); None where it is fixed."""
     largest_module: int
     """Most parameters held directly by one module (DeepSpeed's "largest layer": the embedding or the head)."""
     decoder_layer: int
@@ -80,8 +131,36 @@ class ModelShape:
         return self.parts["llm"] - self.input_embedding - head
 
 
-def count_shape(config: PreTrainedConfig) -> ModelShape:
-    """Build the model of `config` on the meta device and count its parameters."""
+def vision_layout(config: PreTrainedConfig, image_size: ImageSize) -> dict:
+    """The vision tower's widths and depth, and the tokens of one image in it and in the LLM: fixed by the config
+    (LLaVA layout: one token per patch, full attention), or from `image_size` by the family's resize rule."""
+    vision = config.vision_config
+    if isinstance(config, Qwen2_5_VLConfig):
+        patch, merge = vision.patch_size, vision.spatial_merge_size
+        processor = Qwen2VLImageProcessorPil.size
+        height, width = smart_resize(image_size.height, image_size.width, factor=patch * merge,
+                                     min_pixels=processor["shortest_edge"], max_pixels=processor["longest_edge"])
+        patches = (height // patch) * (width // patch)
+        window = min(patches, (vision.window_size // patch) ** 2)
+        full = len(vision.fullatt_block_indexes)
+        return dict(vision_hidden=vision.hidden_size, vision_layers=vision.depth, image_tokens=patches // merge ** 2,
+                    vision_patches=patches, vision_attended=full * patches + (vision.depth - full) * window,
+                    projector_input=merge ** 2 * vision.hidden_size, projector_hidden=merge ** 2 * vision.hidden_size,
+                    image_assumption=f"{patches // merge ** 2} per {image_size} image (resized to {width} × {height}, "
+                                     f"{patch}-pixel patches merged {merge} × {merge})")
+    image_tokens = getattr(config, "image_seq_length", None)
+    if image_tokens is None:
+        raise ShapeError(f"{type(config).__name__}: image tokens per image unknown (dynamic resolution; the image "
+                         "sizes are turned into tokens for Qwen2.5-VL only)")
+    return dict(vision_hidden=vision.hidden_size, vision_layers=vision.num_hidden_layers, image_tokens=image_tokens,
+                vision_patches=image_tokens, vision_attended=vision.num_hidden_layers * image_tokens,
+                projector_input=vision.hidden_size, projector_hidden=config.text_config.hidden_size,
+                image_assumption=None)
+
+
+def count_shape(config: PreTrainedConfig, image_size: ImageSize = TYPICAL_IMAGE) -> ModelShape:
+    """Build the model of `config` on the meta device and count its parameters; `image_size`: the images assumed
+    where the image tokens depend on it."""
     with torch.device("meta"):
         if isinstance(config, LlavaConfig):
             model = LlavaForConditionalGeneration(config)
@@ -99,10 +178,7 @@ def count_shape(config: PreTrainedConfig) -> ModelShape:
     root_parts = dict.fromkeys(PARTS, 0)
     for name, parameter in outside.items():
         root_parts[part_of(name)] += parameter.numel()
-    text, vision = config.text_config, config.vision_config
-    image_tokens = getattr(config, "image_seq_length", None)
-    if image_tokens is None:
-        raise ShapeError(f"{type(config).__name__}: image tokens per image unknown (dynamic resolution)")
+    text = config.text_config
     return ModelShape(
         parts=parts,
         input_embedding=model.get_input_embeddings().weight.numel(),
@@ -112,9 +188,7 @@ def count_shape(config: PreTrainedConfig) -> ModelShape:
         layers=text.num_hidden_layers,
         head_rows=model.get_output_embeddings().weight.shape[0],
         tied=model.get_output_embeddings().weight is model.get_input_embeddings().weight,
-        vision_hidden=vision.hidden_size,
-        vision_layers=vision.num_hidden_layers,
-        image_tokens=image_tokens,
+        **vision_layout(config, image_size),
         largest_module=max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()),
         decoder_layer=count(model.model.language_model.layers[0]),
         fsdp_root=sum(root_parts.values()),
@@ -160,10 +234,13 @@ def composition_shape_config(source: ModelSource, download: bool) -> LlavaConfig
     return composition_config(vision, text, image_token, source.vision_feature_layer)
 
 
-def shape_of(source: ModelSource, download: bool = False) -> ModelShape:
+def shape_of(source: ModelSource, download: bool = False, image_size: ImageSize = TYPICAL_IMAGE) -> ModelShape:
     """The shape of the model a recipe's model source makes; ConfigAbsent when its config is not here (hub ids are
-    looked up in the local cache only, unless `download`), ShapeError when it cannot be read."""
-    if source.path is not None:
+    looked up in the local cache only, unless `download`), ShapeError when it cannot be read. `image_size`: the images
+    a dynamic-resolution model is assumed to see."""
+    if source.path in QWEN25_VL_SHAPES and not Path(source.path).is_dir():
+        config = qwen25_vl_config(source.path)
+    elif source.path is not None:
         config = local_config(source.path, "model", download)
     elif source.vision is not None:
         config = composition_shape_config(source, download)
@@ -173,4 +250,4 @@ def shape_of(source: ModelSource, download: bool = False) -> ModelShape:
                              "(the vocabulary sets the embedding rows)")
         tokenizer = AutoTokenizer.from_pretrained(source.tokenizer)
         config = preset_config(source.preset, len(tokenizer), image_token_id(tokenizer), tokenizer.pad_token_id)
-    return count_shape(config)
+    return count_shape(config, image_size)
