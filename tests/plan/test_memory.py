@@ -20,7 +20,8 @@ from llava_ckd.plan.shapes import ModelShape
 # A made-up model with round numbers: 100 vision, 10 projector, 1,000 LLM parameters (tied head of 50 rows × 8)
 MODEL = ModelShape(parts={"vision": 100, "projector": 10, "llm": 1_000}, input_embedding=400, hidden=8, kv_hidden=2,
                    intermediate=20, layers=3, head_rows=50, tied=True, vision_hidden=4, vision_layers=2,
-                   image_tokens=5, largest_module=400, decoder_layer=150, fsdp_root=480,
+                   image_tokens=5, vision_patches=5, vision_attended=10, projector_input=4, projector_hidden=8,
+                   image_assumption=None, largest_module=400, decoder_layer=150, fsdp_root=480,
                    fsdp_root_trained={"vision": 60, "projector": 10, "llm": 410}, fsdp_unit=150)
 TEACHER = replace(MODEL, parts={"vision": 100, "projector": 20, "llm": 3_000}, hidden=16, intermediate=40,
                   largest_module=800, fsdp_root=900, fsdp_unit=300)
@@ -84,6 +85,8 @@ def test_activations_and_kd_heads():
     online = {n: t.bytes for n, t in activations(MODEL, replace(SFT, teacher=TEACHER, visual_kd=True, vocab=45,
                                                                 chunk=16)).items()}
     assert online["teacher forward"] == 2 * tokens * (16 + 3 * 40)
+    own = activations(MODEL, replace(SFT, teacher=TEACHER, teacher_seq=7))["teacher forward"].bytes
+    assert own == 2 * (2 * 7) * (16 + 3 * 40)  # the Teacher's own tokens per sample (other image tokens)
     assert online["heads"] == 4 * (2 * 16 * 45 + 2 * 50 * 8)  # two models' chunks, two calls' head gradients
     cached = activations(MODEL, replace(SFT, cached=True, vocab=45))["heads"].bytes
     assert cached == 4 * (256 * 45 + 50 * 8)

@@ -11,9 +11,13 @@ import pytest
 import yaml
 
 from llava_ckd.cli import main
+from llava_ckd.config import ModelSource
 from llava_ckd.data.conversations import load_conversations
 from llava_ckd.models import build_preset
-from llava_ckd.plan.tokens import count_tokens
+from llava_ckd.models.published import SIGLIP_SO400M
+from llava_ckd.plan.flops import inference_flops, training_flops
+from llava_ckd.plan.shapes import shape_of
+from llava_ckd.plan.tokens import assumed, count_tokens
 from tests.cascade.conftest import recipe_dict, write_recipe
 from tests.test_cli_errors import error_of
 
@@ -168,3 +172,50 @@ def test_docs_plan_md_holds_what_the_command_prints(fresh_clone, capsys, options
     repo = PAPER.parents[2]
     assert out in (repo / "docs" / "plan.md").read_text()
     assert out[out.index("\nGPU-hours (") + 1:] in (repo / "README.md").read_text()
+
+
+MODERN = PAPER.parents[1] / "cascade" / "qwen2.5-vl.yaml"
+MODERN_COMMAND = ["plan", "configs/cascade/qwen2.5-vl.yaml", "--gpus", "8", "--gpu-memory", "80",
+                  "--data", f"{PRETRAIN}=558128,60,15", "--data", f"{INSTRUCT}=665298,300,120"]
+
+
+def test_plan_costs_ready_qwen25_vl_teachers_on_their_own_image_tokens(fresh_clone, capsys):
+    """The modern recipe on a fresh clone: the published Qwen2.5-VL Teachers are counted from their shapes, their
+    image tokens from the assumed image size, and their forward on their own tokens (391 per image, the Student
+    729)."""
+    main([*MODERN_COMMAND, "--json", "plan.json"])
+    out = capsys.readouterr().out
+    assert "unknown" not in out
+    plan = json.loads((fresh_clone / "plan.json").read_text())
+    assert all(plan["plans_gpu_hours"][name] > 0 for name in ("none", "direct", "bottom-up"))
+    assert 1 < plan["bottom_up_over_direct"] < 2
+    stage = {stage["name"]: stage for stage in plan["stages"]}["direct/student/dft-from-qwen2.5-vl-7b"]
+    assert stage["parameters"]["online Teacher"] == 8_292_166_656
+    assert stage["tokens_per_epoch"]["tokens"] == 665_298 * (300 + 729)
+    assert stage["teacher_tokens_per_epoch"]["tokens"] == 665_298 * (300 + 391)
+    assert ("image tokens of online Teacher qwen2.5-vl-7b: 391 per 640 × 480 image (resized to 644 × 476, 14-pixel "
+            "patches merged 2 × 2), at an assumed image size (--image-size)") in out
+
+    student, teacher = (shape_of(ModelSource(vision=SIGLIP_SO400M, llm="Qwen/Qwen2.5-0.5B-Instruct")),
+                        shape_of(ModelSource(path="Qwen/Qwen2.5-VL-7B-Instruct")))
+    seen, own = assumed(665_298, 300, 120, 1, 729), assumed(665_298, 300, 120, 1, 391)
+    student_flops = training_flops(student, seen, ("projector", "llm"), True, seen.response)
+    assert stage["flops"] == pytest.approx(student_flops + inference_flops(teacher, own, own.response))
+
+    main([*MODERN_COMMAND, "--image-size", "336x336", "--json", "plan.json"])
+    assert "image tokens of online Teacher qwen2.5-vl-7b: 144 per 336 × 336 image" in capsys.readouterr().out
+    smaller = {stage["name"]: stage for stage in json.loads((fresh_clone / "plan.json").read_text())["stages"]}
+    assert smaller["direct/student/dft-from-qwen2.5-vl-7b"]["teacher_tokens_per_epoch"]["tokens"] == \
+        665_298 * (300 + 144)
+    assert error_of([*MODERN_COMMAND, "--image-size", "336"]) == (
+        "error: --image-size: '336' is not WIDTHxHEIGHT in pixels (e.g. 640x480)")
+
+
+def test_docs_plan_md_holds_the_modern_recipe_excerpt(fresh_clone, capsys):
+    """docs/plan.md's excerpt of the modern recipe's plan (its first line, stage 5, the summary) is current."""
+    main(MODERN_COMMAND)
+    out = capsys.readouterr().out
+    doc = (PAPER.parents[2] / "docs" / "plan.md").read_text()
+    excerpt = "\n...\n".join([out[:out.index("\n")], out[out.index("[5] "):out.index("\n\n[6] ")],
+                               out[out.index("\nGPU-hours (") + 1:]])
+    assert excerpt in doc

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlavaForConditionalGeneration
+from PIL import Image
+from transformers import LlavaForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
 from llava_ckd.config import ModelSource
 from llava_ckd.models import build_preset
 from llava_ckd.models.parts import set_trainable
 from llava_ckd.models.presets import PRESETS
-from llava_ckd.models.published import QWEN25_SHAPES, QWEN25_TOKENIZER_TOKENS, SIGLIP_SO400M, llava_config
-from llava_ckd.plan.shapes import ConfigAbsent, ShapeError, count_shape, shape_of
+from llava_ckd.models.published import (
+    QWEN25_SHAPES,
+    QWEN25_TOKENIZER_TOKENS,
+    SIGLIP_SO400M,
+    llava_config,
+    qwen25_vl_config,
+)
+from llava_ckd.plan.shapes import ConfigAbsent, ImageSize, ShapeError, count_shape, shape_of
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -73,3 +81,49 @@ def test_absent_and_unreadable_configs_are_told_apart(tmp_path):
     with pytest.raises(ShapeError, match=f"cannot read the config of model {tmp_path / 'broken'}") as error:
         shape_of(ModelSource(path=str(tmp_path / "broken")))
     assert not isinstance(error.value, ConfigAbsent)
+
+
+@pytest.mark.parametrize(("name", "published_total"), [("Qwen/Qwen2.5-VL-3B-Instruct", 3_754_622_976),
+                                                      ("Qwen/Qwen2.5-VL-7B-Instruct", 8_292_166_656)])
+def test_published_qwen25_vl_checkpoints_count_as_the_instantiated_model_without_a_download(name, published_total,
+                                                                                           monkeypatch):
+    """A hub id of a published Qwen2.5-VL checkpoint counts from its known shape (the hub is off): at tiny width the
+    counting code agrees with a real (CPU) model, at full shape with the figures the cascade dry run prints."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny = qwen25_vl_config(name, tiny=True)
+    model = Qwen2_5_VLForConditionalGeneration(tiny)
+    assert count_shape(tiny).total == sum(p.numel() for p in model.parameters())
+    assert count_shape(tiny).parts == set_trainable(model, ["vision", "projector", "llm"])
+
+    shape = shape_of(ModelSource(path=name))
+    assert shape.total == published_total
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(qwen25_vl_config(name))
+    assert shape.parts == set_trainable(model, ["vision", "projector", "llm"])
+    assert (shape.vision_layers, shape.vision_hidden) == (32, 1280)  # the ViT's `depth` and `hidden_size`
+    assert shape.projector_input == 4 * 1280  # the merger projects 2 × 2 patches
+    assert shape.head_rows == model.lm_head.weight.shape[0] and shape.tied == (name.endswith("3B-Instruct"))
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 480), (1600, 1200)])
+def test_dynamic_resolution_image_tokens_follow_the_image_processor(width, height):
+    """Qwen2.5-VL's image tokens for an assumed image size: transformers' smart_resize with the image processor's
+    default pixel bounds (1600 × 1200 lies above its maximum, so it is scaled down), and the grid the image
+    processor itself makes of such an image."""
+    shape = count_shape(qwen25_vl_config("Qwen/Qwen2.5-VL-3B-Instruct", tiny=True), ImageSize(width, height))
+    resized_height, resized_width = smart_resize(height, width, factor=28, min_pixels=56 * 56,
+                                                 max_pixels=28 * 28 * 1280)
+    assert shape.vision_patches == (resized_height // 14) * (resized_width // 14)
+    assert shape.image_tokens == shape.vision_patches // 4
+    grid = Qwen2VLImageProcessorPil()(Image.new("RGB", (width, height)), return_tensors="pt")["image_grid_thw"]
+    assert shape.vision_patches == int(grid.prod())
+    assert f"{shape.image_tokens} per {width} × {height} image (resized to {resized_width} × {resized_height}" \
+           in shape.image_assumption
+    # window attention: the tiny tower's one full-attention layer sees every patch, the other an 8 × 8 window
+    assert shape.vision_attended == shape.vision_patches + 64
+
+
+def test_image_size_is_parsed_or_refused():
+    assert ImageSize.parse("336x336") == ImageSize(336, 336) and str(ImageSize(640, 480)) == "640 × 480"
+    with pytest.raises(ValueError, match="is not WIDTHxHEIGHT"):
+        ImageSize.parse("336")
