@@ -19,7 +19,9 @@ from llava_ckd.models.published import (
     llava_config,
     qwen25_vl_config,
 )
+from llava_ckd.plan.flops import forward_flops
 from llava_ckd.plan.shapes import ConfigAbsent, ImageSize, ShapeError, count_shape, shape_of
+from llava_ckd.plan.tokens import assumed
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -127,3 +129,12 @@ def test_image_size_is_parsed_or_refused():
     assert ImageSize.parse("336x336") == ImageSize(336, 336) and str(ImageSize(640, 480)) == "640 × 480"
     with pytest.raises(ValueError, match="is not WIDTHxHEIGHT"):
         ImageSize.parse("336")
+
+
+def test_qwen25_vl_vision_flops_count_patches_and_window_attention():
+    """Per 640 × 480 image: every vision weight on each of the 1,564 patches; attention over all patches in the 4
+    full-attention layers, over a 64-patch window in the other 28; the merger on the 391 image tokens."""
+    shape = shape_of(ModelSource(path="Qwen/Qwen2.5-VL-7B-Instruct"))
+    flops = forward_flops(shape, assumed(1, 0, 0, 1, shape.image_tokens), head_positions=0)
+    assert flops["vision"] == (2 * 631_975_680 + 4 * 1280 * (4 * 1564 + 28 * 64)) * 1564
+    assert flops["projector"] == 2 * shape.parts["projector"] * 391
