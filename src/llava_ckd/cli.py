@@ -298,6 +298,7 @@ def user_errors(debug: bool = False) -> tuple[type[BaseException], ...]:
     from llava_ckd.config import ConfigError
     from llava_ckd.data.conversations import DataError
     from llava_ckd.distill.cache import CacheError
+    from llava_ckd.distill.heads import UnsupportedHead
     from llava_ckd.eval.files import EvalDataError
     from llava_ckd.eval.registry import UnknownBenchmarkError
     from llava_ckd.eval.run import EvalRunError
@@ -307,7 +308,7 @@ def user_errors(debug: bool = False) -> tuple[type[BaseException], ...]:
     from llava_ckd.train.trainer import LossNotFinite
 
     return (ConfigError, DataError, CacheError, EvalDataError, EvalRunError, UnknownBenchmarkError, ModelError,
-            StudyError, StageInputsChanged, LossNotFinite, FileNotFoundError)
+            StudyError, StageInputsChanged, LossNotFinite, UnsupportedHead, FileNotFoundError)
 
 
 def error_line(err: BaseException) -> str:

@@ -119,3 +119,29 @@ def test_a_diverging_stage_stops_without_a_final_model(colour_dataset, tokenizer
     with pytest.raises(LossNotFinite, match=r"loss terms {.ce.: (nan|inf)} at step 4; stopped without saving"):
         run_stage(config)
     assert not (tmp_path / "run" / "final").exists()
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"final_logit_softcapping": 30.0}, "final_logit_softcapping=30.0"),
+    ({"logit_scale": 0.5}, "logit_scale=0.5"),
+    ("bias", "a bias in its LM head"),
+])
+def test_a_model_whose_logits_are_not_its_plain_head_is_refused(
+        colour_dataset, tokenizer_dir, tokenizer, tmp_path, change, named):
+    from llava_ckd.distill.heads import UnsupportedHead, check_plain_head
+    from llava_ckd.models import build_preset
+
+    model, processor = build_preset("tiny-student", tokenizer)
+    if change == "bias":
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.lm_head.out_features))
+        model.config.text_config.update({"lm_head_bias": True})
+    else:
+        model.config.text_config.update(change)
+    with pytest.raises(UnsupportedHead, match=rf"Student .*\({named}\), which the fused LM-head losses assume"):
+        check_plain_head(model, "Student")
+    if change != "bias":  # the stage refuses it before training, when loaded from a saved folder
+        model.save_pretrained(tmp_path / "capped")
+        processor.save_pretrained(tmp_path / "capped")
+        with pytest.raises(UnsupportedHead, match=named):
+            run_stage(config_of(colour_dataset, tokenizer_dir, tmp_path / "run",
+                                model={"path": str(tmp_path / "capped")}))

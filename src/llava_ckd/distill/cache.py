@@ -40,7 +40,7 @@ from transformers import PreTrainedTokenizerBase, ProcessorMixin
 from llava_ckd.data.collator import Collator, ConversationDataset
 from llava_ckd.data.conversations import Sample, images_of, load_conversations
 from llava_ckd.distill.engines import processes
-from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE
+from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, check_plain_head
 from llava_ckd.distill.positions import response_mask
 from llava_ckd.distill.sparse import SparseTeacherSignal
 from llava_ckd.distill.teachers import OnlineTeacher
@@ -184,6 +184,7 @@ def write_teacher_cache(
 
     with state.main_process_first():
         samples, _ = load_conversations(conversations, images, processor, max_length)
+    check_plain_head(model, "Teacher")
     teacher = OnlineTeacher(model.to(state.device))
     head_weight = model.get_output_embeddings().weight
     vocab_size = shared_vocab_size(len(head_weight), len(head_weight), len(tokenizer))

@@ -37,6 +37,24 @@ ChunkKD = Callable[[slice], PartKD]
 """Rows of a head chunk -> the KD loss of parts of that chunk (the Teacher's side runs once per chunk)."""
 
 
+class UnsupportedHead(ValueError):
+    """A model whose logits are not its LM head's plain linear map of the hidden states."""
+
+
+def check_plain_head(model: torch.nn.Module, role: str) -> None:
+    """The fused heads compute logits as hidden @ Wᵀ; refuse a model that changes them after (soft-capping, a
+    logit scale, a head bias), whose KD would otherwise be silently wrong."""
+    text = model.config.get_text_config()
+    changes = [f"{name}={getattr(text, name)}" for name in ("final_logit_softcapping", "logit_scale")
+               if getattr(text, name, None) not in (None, 1.0)]
+    if getattr(model.get_output_embeddings(), "bias", None) is not None:
+        changes.append("a bias in its LM head")
+    if changes:
+        raise UnsupportedHead(f"{role} {getattr(model, 'name_or_path', '') or type(model).__name__}: its logits are "
+                              f"not a plain linear map of the hidden states ({', '.join(changes)}), which the fused "
+                              "LM-head losses assume; this model cannot be trained or distilled here")
+
+
 class HeadLossOptions(TypedDict, total=False):
     """The keyword-only options of ``fused_head_loss``, which the KD-specific wrappers pass on as they are."""
 

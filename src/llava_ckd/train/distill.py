@@ -8,6 +8,7 @@ from llava_ckd.config import CachedTeacherConfig, StageConfig
 from llava_ckd.data.collator import TeacherView, response_ids
 from llava_ckd.data.conversations import Sample, load_conversations
 from llava_ckd.distill.cache import TeacherCache
+from llava_ckd.distill.heads import check_plain_head
 from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.distill.vocab import shared_vocab_size, shared_vocabulary
@@ -31,6 +32,7 @@ def build_distiller(
     if config.precision != "fp32":  # the Teacher only infers: it runs in the stage's half precision
         teacher_source = teacher_source.model_copy(update={"dtype": config.precision})
     teacher_model, teacher_processor = model_from_source(teacher_source, seed=config.seed)
+    check_plain_head(teacher_model, "Teacher")
     shared = shared_vocabulary(tokenizer, teacher_processor.tokenizer)
     vocab_size = shared_vocab_size(student_rows, len(teacher_model.get_output_embeddings().weight), shared)
     refuse_answers_beyond(samples, vocab_size, tokenizer)

@@ -29,6 +29,7 @@ from llava_ckd.config import StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset, cacheable_images
 from llava_ckd.data.conversations import load_conversations
 from llava_ckd.distill.engines import DISTRIBUTED_TIMEOUT
+from llava_ckd.distill.heads import check_plain_head
 from llava_ckd.distill.loss import Distiller
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import set_trainable
@@ -130,6 +131,7 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = (), *, res
         claim_output_dir(config, inputs, restart)
     set_seed(config.seed)
     model, processor = model_from_source(config.model, seed=config.seed)
+    check_plain_head(model, "Student")
     trainable = set_trainable(model, config.trained_parts)
     log.info("training %s: %s", ", ".join(config.trained_parts), trainable)
 
