@@ -188,6 +188,9 @@ def test_resume_takes_the_last_checkpoint_saved_to_the_end_and_deletes_ones_cut_
     assert not (tmp_path / "checkpoint-200").exists() and not (tmp_path / "checkpoint-1000").exists()
     assert "checkpoint-1000: its save was cut short" in caplog.text
     assert complete.exists() and (tmp_path / "checkpoint-30").exists()   # older ones are left to the Trainer
+    zero3 = checkpoint(300, weights=False)             # ZeRO-3 without 16-bit weights: DeepSpeed's states alone
+    (zero3 / "latest").write_text("global_step300")
+    assert last_complete_checkpoint(tmp_path) == zero3
 
 
 def test_the_loss_sum_starts_at_zero_and_a_checkpoint_without_one_is_named(tmp_path, caplog):

@@ -42,14 +42,18 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "stage.yaml"
 
 
+DEEPSPEED_TAG = "latest"
+"""DeepSpeed's pointer to its sharded states; under ZeRO-3 without 16-bit weights a checkpoint has no safetensors."""
+
+
 def checkpoint_complete(folder: Path) -> bool:
     """Trainer writes `trainer_state.json` after the weights, optimizer, scheduler and RNG states: a checkpoint
-    whose state file is whole and whose weights are there was saved to the end."""
+    whose state file is whole and whose weights (or DeepSpeed's sharded states) are there was saved to the end."""
     try:
         json.loads((folder / TRAINER_STATE_NAME).read_text())
     except (OSError, ValueError):
         return False
-    return any((folder / name).is_file() for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME))
+    return any((folder / name).is_file() for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, DEEPSPEED_TAG))
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
