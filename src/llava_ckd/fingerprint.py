@@ -55,10 +55,8 @@ def location_fingerprint(location: str | Path) -> dict:
     return {"name": str(location)}
 
 
-def images_fingerprint(names: tuple[str, ...], folder: Path | None) -> dict:
+def images_fingerprint(names: tuple[str, ...], folder: Path) -> dict:
     """Images `names` in `folder`: how many, and a digest of each one's name, size and mtime (missing ones too)."""
-    if folder is None:
-        return {"folder": None, "images": len(names)}
     folder = Path(folder).resolve()
     digest = hashlib.sha256()
     for name in names:

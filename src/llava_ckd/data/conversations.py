@@ -222,7 +222,10 @@ def _named_images(path: Path, sha256: str) -> tuple[str, ...]:
 
 
 def images_of(conversations: Path, image_folder: Path | None) -> dict:
-    """The fingerprint of the images a conversation file names, in `image_folder` (name, size, mtime of each)."""
+    """The fingerprint of the images a conversation file names, in `image_folder` (name, size, mtime of each); without
+    a folder there are no images to fingerprint (the names are part of the file, hashed on their own)."""
+    if image_folder is None:
+        return {"folder": None}
     conversations = Path(conversations)
     return images_fingerprint(_named_images(conversations.resolve(), file_sha256(conversations)), image_folder)
 

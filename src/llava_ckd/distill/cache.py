@@ -261,10 +261,12 @@ class TeacherCache:
         if cached["tokenizer"] != current["tokenizer"]:
             differences.append(f"tokenizer: the cache was made with another tokenizer or chat template than "
                                f"{tokenizer.name_or_path!r}")
-        if cached["images"] != current["images"]:
-            differences.append(f"images: the {current['images']['images']} images the data names in "
-                               f"{current['images']['folder']} differ (in folder, name, size or modification "
-                               f"time) from those the cache was made from ({cached['images']['folder']})")
+        then, now = cached["images"], current["images"]
+        if then["folder"] != now["folder"]:
+            differences.append(f"images: cached from image folder {then['folder']}, this stage reads {now['folder']}")
+        elif then != now:
+            differences.append(f"images: the {now['images']} images the data names in {now['folder']} differ (in "
+                               "name, size or modification time) from those the cache was made from")
         if cached["max_length"] != max_length:
             differences.append(f"max_length: cached with {cached['max_length']}, this stage uses {max_length}")
         if self.manifest["vocab_size"] != vocab_size:

@@ -32,6 +32,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from llava_ckd.config import ModelSource
 from llava_ckd.models.build import composition_config, image_token_id
+from llava_ckd.models.load import preset_tokenizer
 from llava_ckd.models.parts import PARTS, part_of
 from llava_ckd.models.presets import preset_config
 from llava_ckd.models.published import (
@@ -245,9 +246,9 @@ def shape_of(source: ModelSource, download: bool = False, image_size: ImageSize 
     elif source.vision is not None:
         config = composition_shape_config(source, download)
     else:
-        if not (Path(source.tokenizer) / "tokenizer.json").is_file():
-            raise ConfigAbsent(f"preset {source.preset!r}: tokenizer folder {source.tokenizer} has no tokenizer.json "
-                             "(the vocabulary sets the embedding rows)")
-        tokenizer = AutoTokenizer.from_pretrained(source.tokenizer)
+        try:
+            tokenizer = preset_tokenizer(source)
+        except FileNotFoundError as error:  # the vocabulary sets the embedding rows
+            raise ConfigAbsent(f"preset {source.preset!r}: {error}") from None
         config = preset_config(source.preset, len(tokenizer), image_token_id(tokenizer), tokenizer.pad_token_id)
     return count_shape(config, image_size)

@@ -26,7 +26,7 @@ CHECKPOINT_STAGING = "checkpoint.partial"
 
 
 class LossNotFinite(ValueError):
-    """Training diverged: the logged loss is NaN or infinite."""
+    """Training diverged: a loss term is NaN or infinite."""
 
 
 def _shifted(factor: Callable[[int], float], start: int, step: int) -> float:
