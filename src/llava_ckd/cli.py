@@ -19,7 +19,8 @@ def _make_data(args: argparse.Namespace) -> None:
     forms = tuple(args.forms.split(",")) if args.forms else None
     try:
         spec = SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val, n_test=args.test,
-                             n_captions=args.captions, max_objects=args.max_objects, forms=forms)
+                             n_captions=args.captions, max_objects=args.max_objects, forms=forms,
+                             blend=args.blend)
         prepare_synthetic(Path(args.out), spec)
     except ValueError as err:  # the spec's own checks
         if args.debug:
@@ -137,16 +138,27 @@ def _score(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from llava_ckd.eval.registry import get_benchmark
-    from llava_ckd.eval.run import evaluate
+    from llava_ckd.eval.run import evaluate, vision_check, vision_warning
     from llava_ckd.models.build import checkpoint_location
 
     if args.batch_size < 1:
         sys.exit(f"error: --batch-size must be at least 1, got {args.batch_size}")
     checkpoint_location(args.model)  # a local folder that is not there: said as it was typed, before any work
     out = Path(args.out) if args.out else Path(args.model) / "eval" / args.benchmark
-    result = evaluate(Path(args.model), args.benchmark, Path(args.data), out, args.batch_size, restart=args.restart)
-    print(get_benchmark(args.benchmark).render(result))
-    print(f"answers and result.json in {out}")
+    if not args.vision_check:
+        result = evaluate(Path(args.model), args.benchmark, Path(args.data), out, args.batch_size,
+                          restart=args.restart)
+        print(get_benchmark(args.benchmark).render(result))
+        print(f"answers and result.json in {out}")
+        return
+    results = vision_check(Path(args.model), args.benchmark, Path(args.data), out, args.batch_size,
+                           restart=args.restart)
+    print(get_benchmark(args.benchmark).render(results["real"]))
+    print("vision-use check, accuracy: " + ", ".join(f"{use} images {result['accuracy']:.2f}"
+                                                     for use, result in results.items()))
+    if warning := vision_warning(results):
+        print(warning)
+    print(f"answers and result.json in {out} (blank and shuffled images in its subfolders)")
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -174,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     make_data.add_argument("--max-objects", type=int, default=6, help="objects per scene, at most (2-16)")
     make_data.add_argument("--forms", metavar="FORM,...",
                            help="ask only these question forms (default: all; see llava_ckd.data.synthetic)")
+    make_data.add_argument("--blend", type=float, default=0.0, metavar="SHARE",
+                           help="share of objects painted between two neighbouring colours, whose answers then "
+                                "vary between annotators (10 answers per evaluation question, VQA soft accuracy)")
     make_data.set_defaults(handler=_make_data)
 
     vision = commands.add_parser("train-vision",
@@ -278,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--restart", action="store_true",
                           help="delete the answers already in the output folder and answer anew (needed when "
                                "they came from another model, benchmark or data)")
+    evaluate.add_argument("--vision-check", action="store_true",
+                          help="also answer with every image blank and with the images shuffled across questions, "
+                               "and warn when the real images score within 5 points of either")
     evaluate.set_defaults(handler=_eval)
 
     convert = commands.add_parser("convert", help="write the submission file of a server-scored benchmark")

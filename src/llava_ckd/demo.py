@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -51,7 +51,7 @@ def prepare_synthetic(out: Path, spec: SyntheticSpec) -> None:
     this spec's benchmark already; another spec's is refused)."""
     if (out / "tokenizer" / "tokenizer.json").is_file():
         written = json.loads((out / "spec.json").read_text())["spec"]
-        wanted = json.loads(json.dumps(asdict(spec)))
+        wanted = json.loads(json.dumps(spec.record()))
         if written != wanted:
             changed = ", ".join(f"{key} {written.get(key)} -> {value}" for key, value in wanted.items()
                                 if written.get(key) != value)

@@ -120,6 +120,12 @@ class Evaluation(Strict):
     batch_size: int = Field(16, ge=1)
     metric: str = "accuracy"
 
+    def answers_folder(self, data: Path) -> str:
+        """The folder name of a model's answers on `data`: the benchmark's name, with `-val` on the val split (a
+        recipe that reports on val itself, for a probe, shares those answers with the recipe that reports on test)."""
+        on_val = self.val is not None and Path(data).resolve() == Path(self.val).resolve()
+        return self.benchmark + ("-val" if on_val else "")
+
 
 class Recipe(Strict):
     output: Path

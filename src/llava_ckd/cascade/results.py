@@ -24,8 +24,8 @@ def evaluate_plans(cascade: Cascade, echo: Callable[[str], None] = print) -> dic
         if student.hash not in by_stage:
             echo(f"evaluating the Student of {plan}: {cascade.name(student)}")
             with stage_lock(student, holder=True):
-                by_stage[student.hash] = evaluate(student.output, evaluation.benchmark, evaluation.data,
-                                                  student.directory / "eval" / evaluation.benchmark,
+                folder = student.directory / "eval" / evaluation.answers_folder(evaluation.data)
+                by_stage[student.hash] = evaluate(student.output, evaluation.benchmark, evaluation.data, folder,
                                                   evaluation.batch_size)
         results[plan] = by_stage[student.hash]
     return results

@@ -46,6 +46,16 @@ categories left are balanced as above). The study's setting is ``max_objects=3``
 ``shape_of_colour``, ``count_all``, ``count_colour``, ``count_shape`` and ``colour_and_shape``: questions that
 need the image, without the relations that none of the CPU-sized models learned.
 
+Answers with real uncertainty (``blend`` > 0): that share of the objects is painted between its colour and
+a neighbour on the colour wheel (red, yellow, green, blue, purple, red), a share ``mix`` of the way
+(``BLEND_MIXES``); an annotator names such an object's colour the neighbour with probability ``mix``. Every
+question then has an answer distribution that the scene causes, exact over the annotators' possible readings
+of the scene (:func:`answer_distribution`): "What colour is the circle?" for a circle 35% of the way from
+blue to purple is blue 0.65 / purple 0.35, counts of a colour and existence questions follow from every
+object's reading. A question is asked only when every reading offers it. Training answers are one draw
+from the distribution per turn; every evaluation question carries ``EVAL_ANSWERS`` draws (``answers``), the
+distribution and its modal answer (``answer``), scored with VQAv2's soft accuracy.
+
 Training data: ``captions.json`` pairs each image with a short description in reading order
 naming each object's quadrant ("a red circle at the top left, a blue square at the bottom
 right."), for projector pretraining; ``train.json`` holds multi-turn conversations (``turns`` questions about one
@@ -59,7 +69,8 @@ LLaVA's short-answer suffix. Layout written by :func:`write_benchmark`::
     train/scenes.jsonl          {"image", "objects": [{"kind", "colour", "row", "col"}]} per image
     val|test/images/000000.png  one question per image
     val|test/questions.jsonl    {"question_id", "image", "text", "category"}
-    val|test/answer_key.jsonl   {"question_id", "answer", "category", "form"}
+    val|test/answer_key.jsonl   {"question_id", "answer", "category", "form"} (with ``blend`` also
+                                "answers": 10 draws, "distribution": {answer: probability})
     val|test/scenes.jsonl
 
 Each split and the captions draw from their own seeded stream, so the test split does not
@@ -79,6 +90,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 FORMAT_VERSION = 1
+EVAL_ANSWERS = 10
+BLEND_MIXES = (0.2, 0.35, 0.5)
 SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 IMAGE_PREFIX = "<image>\n"
 
@@ -94,6 +107,7 @@ PALETTE: dict[str, RGB] = {
     "purple": (160, 60, 220),
 }
 COLOURS = tuple(PALETTE)
+COLOUR_WHEEL = ("red", "yellow", "green", "blue", "purple")
 KINDS = ("circle", "square", "triangle", "cross")
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
 RELATIONS = ("left of", "right of", "above", "below")
@@ -121,6 +135,7 @@ class SyntheticSpec:
     max_objects: int = 6
     turns: int = 3
     forms: tuple[str, ...] | None = None    # the question forms asked (None: all of FORMS)
+    blend: float = 0.0                      # share of objects painted between two neighbouring colours
 
     def __post_init__(self) -> None:
         if self.forms is not None:
@@ -134,8 +149,17 @@ class SyntheticSpec:
             raise ValueError(f"need 1 <= min_objects <= max_objects and 2 <= max_objects <= grid**2 "
                              f"(relations need two objects), got {self.min_objects}, {self.max_objects}, "
                              f"grid {self.grid}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend is a share of the objects, in [0, 1], got {self.blend}")
         if min(self.n_train, self.n_val, self.n_test, self.n_captions) < 0 or self.turns < 1:
             raise ValueError("split sizes must be >= 0 and turns >= 1")
+
+    def record(self) -> dict:
+        """The spec as spec.json stores it (``blend`` only when set, so earlier benchmarks keep their files)."""
+        fields = asdict(self)
+        if not self.blend:
+            del fields["blend"]
+        return fields
 
     @property
     def cell_size(self) -> int:
@@ -147,22 +171,52 @@ class SyntheticSpec:
         return tuple(category for category in CATEGORIES if self.questions(category, Scene(())) is not None)
 
     def questions(self, category: str, scene: Scene) -> list[Question] | None:
-        """The questions of `category` that `scene` offers in the asked forms; None when no form is asked."""
+        """The questions of `category` that `scene` offers in the asked forms (in every reading of a blended
+        scene); None when no form is asked."""
         if self.forms is not None and not set(FORMS[category]) & set(self.forms):
             return None
-        return [q for q in QUESTION_TYPES[category](scene) if self.forms is None or q.form in self.forms]
+        asked = [q for q in QUESTION_TYPES[category](scene) if self.forms is None or q.form in self.forms]
+        if scene.blended():
+            offered_in = [{q.text for q in QUESTION_TYPES[category](world)} for _, world in scene.readings()]
+            asked = [q for q in asked if all(q.text in texts for texts in offered_in)]
+        return asked
 
 
 @dataclass(frozen=True)
 class Shape:
+    """``blend``: the neighbouring colour this one is painted towards, a share ``mix`` of the way."""
+
     kind: str
     colour: str
     row: int
     col: int
+    blend: str | None = None
+    mix: float = 0.0
 
     @property
     def name(self) -> str:
         return f"{self.colour} {self.kind}"
+
+    @property
+    def rgb(self) -> RGB:
+        if self.blend is None:
+            return PALETTE[self.colour]
+        return tuple(round((1 - self.mix) * a + self.mix * b)
+                     for a, b in zip(PALETTE[self.colour], PALETTE[self.blend], strict=True))
+
+    def readings(self) -> list[tuple[float, Shape]]:
+        """How annotators name this shape's colour: (probability, the shape as named)."""
+        if self.blend is None:
+            return [(1.0, self)]
+        return [(1 - self.mix, Shape(self.kind, self.colour, self.row, self.col)),
+                (self.mix, Shape(self.kind, self.blend, self.row, self.col))]
+
+    def record(self) -> dict:
+        """The shape as scenes.jsonl stores it (blend fields only for a blended shape)."""
+        fields = asdict(self)
+        if self.blend is None:
+            del fields["blend"], fields["mix"]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -177,6 +231,36 @@ class Scene:
         """The shapes that "the <colour> <kind>" picks out."""
         return [s for s in self.shapes if self.count(s.colour, s.kind) == 1]
 
+    def blended(self) -> bool:
+        return any(s.blend is not None for s in self.shapes)
+
+    def readings(self) -> list[tuple[float, Scene]]:
+        """Every way annotators can name the colours (each shape read independently), with its probability."""
+        worlds = [(1.0, ())]
+        for shape in self.shapes:
+            worlds = [(p * q, (*named, read)) for p, named in worlds for q, read in shape.readings()]
+        return [(p, Scene(named)) for p, named in worlds if p > 0]
+
+
+def answer_distribution(scene: Scene, question: Question) -> dict[str, float]:
+    """The probability of each answer to `question` over the readings of `scene` (a question every reading
+    offers; :meth:`SyntheticSpec.questions` asks no other)."""
+    distribution: Counter[str] = Counter()
+    for p, world in scene.readings():
+        answers = {q.text: q.answer for q in QUESTION_TYPES[question.category](world)}
+        distribution[answers[question.text]] += p
+    return dict(distribution)
+
+
+def modal_answer(distribution: dict[str, float]) -> str:
+    """The most likely answer; a tie goes to the answer first in sorted order."""
+    return min(distribution, key=lambda answer: (-round(distribution[answer], 9), answer))
+
+
+def draw_answers(rng: random.Random, distribution: dict[str, float], n: int) -> list[str]:
+    answers = sorted(distribution)
+    return rng.choices(answers, weights=[distribution[a] for a in answers], k=n)
+
 
 @dataclass(frozen=True)
 class Question:
@@ -187,11 +271,21 @@ class Question:
 
 
 def sample_scene(rng: random.Random, spec: SyntheticSpec) -> Scene:
-    """Uniform object count, distinct cells, independent shape and colour; shapes in reading order."""
+    """Uniform object count, distinct cells, independent shape and colour; shapes in reading order. With
+    ``spec.blend``, each shape is blended with that probability, towards either neighbour, by a mix from
+    ``BLEND_MIXES``."""
     n_objects = rng.randint(spec.min_objects, spec.max_objects)
     cells = sorted(rng.sample(range(spec.grid**2), n_objects))
-    return Scene(tuple(Shape(rng.choice(KINDS), rng.choice(COLOURS), *divmod(cell, spec.grid))
-                       for cell in cells))
+    shapes = [Shape(rng.choice(KINDS), rng.choice(COLOURS), *divmod(cell, spec.grid)) for cell in cells]
+    if spec.blend:
+        shapes = [_blended(rng, shape) if rng.random() < spec.blend else shape for shape in shapes]
+    return Scene(tuple(shapes))
+
+
+def _blended(rng: random.Random, shape: Shape) -> Shape:
+    at = COLOUR_WHEEL.index(shape.colour)
+    neighbour = COLOUR_WHEEL[(at + rng.choice((-1, 1))) % len(COLOUR_WHEEL)]
+    return Shape(shape.kind, shape.colour, shape.row, shape.col, neighbour, rng.choice(BLEND_MIXES))
 
 
 def render(scene: Scene, spec: SyntheticSpec) -> Image.Image:
@@ -202,7 +296,7 @@ def render(scene: Scene, spec: SyntheticSpec) -> Image.Image:
     for shape in scene.shapes:
         left, top = shape.col * cell + margin, shape.row * cell + margin
         right, bottom = (shape.col + 1) * cell - 1 - margin, (shape.row + 1) * cell - 1 - margin
-        _DRAWERS[shape.kind](draw, (left, top, right, bottom), PALETTE[shape.colour])
+        _DRAWERS[shape.kind](draw, (left, top, right, bottom), shape.rgb)
     return image
 
 
@@ -378,6 +472,9 @@ class _Item:
     scene: Scene
     questions: tuple[Question, ...]
 
+    def distribution(self, question: Question) -> dict[str, float]:
+        return answer_distribution(self.scene, question) if self.scene.blended() else {question.answer: 1.0}
+
 
 def _eval_items(rng: random.Random, spec: SyntheticSpec, n_items: int) -> Iterator[_Item]:
     """One question per image. The scene is redrawn until it offers two different answers in the chosen
@@ -426,7 +523,7 @@ def write_benchmark(out: Path, spec: SyntheticSpec) -> None:
     """Render the benchmark described by ``spec`` into ``out`` (layout in the module docstring)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "spec.json", {"format_version": FORMAT_VERSION, "spec": asdict(spec),
+    _write_json(out / "spec.json", {"format_version": FORMAT_VERSION, "spec": spec.record(),
                                     "answers": answer_vocabulary(spec)})
     _write_train(out / "train", spec)
     for split, n_items in (("val", spec.n_val), ("test", spec.n_test)):
@@ -435,14 +532,17 @@ def write_benchmark(out: Path, spec: SyntheticSpec) -> None:
 
 def _write_train(folder: Path, spec: SyntheticSpec) -> None:
     conversations, captions = [], []
+    annotators = _stream(spec, "train answers")
     with _ImageWriter(folder, spec, spec.n_train + spec.n_captions) as images:
         for item in _conversation_items(_stream(spec, "train"), spec, spec.n_train):
             image = images.write(item.scene)
             turns = []
             for question in item.questions:
                 prefix = "" if turns else IMAGE_PREFIX
+                answer = draw_answers(annotators, item.distribution(question), 1)[0] if spec.blend \
+                    else question.answer
                 turns += [{"from": "human", "value": prefix + question.text + SHORT_ANSWER_SUFFIX},
-                          {"from": "gpt", "value": question.answer}]
+                          {"from": "gpt", "value": answer}]
             conversations.append({"id": Path(image).stem, "image": image, "conversations": turns})
         for scene, prompt in _caption_items(_stream(spec, "captions"), spec, spec.n_captions):
             image = images.write(scene)
@@ -456,6 +556,7 @@ def _write_train(folder: Path, spec: SyntheticSpec) -> None:
 
 def _write_eval(folder: Path, spec: SyntheticSpec, n_items: int) -> None:
     questions, answers = [], []
+    annotators = _stream(spec, f"{folder.name} answers")
     with _ImageWriter(folder, spec, n_items) as images:
         for item in _eval_items(_stream(spec, folder.name), spec, n_items):
             image = images.write(item.scene)
@@ -463,8 +564,14 @@ def _write_eval(folder: Path, spec: SyntheticSpec, n_items: int) -> None:
                 question_id = len(questions)
                 questions.append({"question_id": question_id, "image": image,
                                   "text": question.text + SHORT_ANSWER_SUFFIX, "category": question.category})
-                answers.append({"question_id": question_id, "answer": question.answer,
-                                "category": question.category, "form": question.form})
+                key = {"question_id": question_id, "answer": question.answer, "category": question.category,
+                       "form": question.form}
+                if spec.blend:
+                    distribution = item.distribution(question)
+                    key |= {"answer": modal_answer(distribution),
+                            "answers": draw_answers(annotators, distribution, EVAL_ANSWERS),
+                            "distribution": {a: round(p, 9) for a, p in sorted(distribution.items())}}
+                answers.append(key)
     _write_jsonl(folder / "questions.jsonl", questions)
     _write_jsonl(folder / "answer_key.jsonl", answers)
 
@@ -490,7 +597,7 @@ class _ImageWriter:
     def write(self, scene: Scene) -> str:
         name = f"{self._written:06d}.png"
         render(scene, self._spec).save(self._images / name)
-        self._scenes.write(json.dumps({"image": name, "objects": [asdict(s) for s in scene.shapes]}) + "\n")
+        self._scenes.write(json.dumps({"image": name, "objects": [s.record() for s in scene.shapes]}) + "\n")
         self._written += 1
         self._progress.update()
         return name

@@ -58,6 +58,34 @@ class AnswerGenerator:
             answers.append(row[:end])
         return answers
 
+    @torch.inference_mode()
+    def answer_log_probs(self, request: GenerationRequest, candidates: list[str]) -> dict[str, float]:
+        """log P(candidate, then the end-of-turn token | prompt) under the model, for each candidate answer,
+        in one forward pass over all of them (the prompt as `answer` builds it, the answer tokenised on its own,
+        as it follows the assistant's turn start in training)."""
+        inputs = self._inputs([request])
+        prompt = inputs["input_ids"][0]
+        text_inputs = {"input_ids", "attention_mask", *modality_inputs(self.processor, prompt[None])}
+        image = {name: value for name, value in inputs.items() if name not in text_inputs}
+        answers = [torch.tensor(self.tokenizer(candidate + self.tokenizer.eos_token,
+                                               add_special_tokens=False)["input_ids"]) for candidate in candidates]
+        length = len(prompt) + max(len(answer) for answer in answers)
+        input_ids = torch.full((len(answers), length), self.tokenizer.pad_token_id)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, answer in enumerate(answers):
+            input_ids[row, : len(prompt) + len(answer)] = torch.cat([prompt, answer])
+            attention_mask[row, : len(prompt) + len(answer)] = 1
+        batch = {name: value.repeat(len(answers), *[1] * (value.dim() - 1)) for name, value in image.items()}
+        batch |= {"input_ids": input_ids, "attention_mask": attention_mask}
+        batch |= modality_inputs(self.processor, input_ids)
+        logits = self.model(**batch).logits
+        log_probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+        scores = {}
+        for row, (candidate, answer) in enumerate(zip(candidates, answers, strict=True)):
+            positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(answer))
+            scores[candidate] = log_probs[row, positions, answer].sum().item()
+        return scores
+
     def answer(self, requests: list[GenerationRequest]) -> list[str]:
         decoded = self.tokenizer.batch_decode(self.answer_ids(requests), skip_special_tokens=True)
         return [text.strip() for text in decoded]

@@ -7,7 +7,13 @@ Before the first answer, `OUT/fingerprint.json` records what the answers come fr
 folder: its resolved path and the name, size and mtime_ns of each file at its top level, subfolders
 such as the default `eval/` output left out; otherwise the hub id), the benchmark name, and the name,
 size and mtime_ns of each file at the top level of the benchmark's data folder (image folders left
-out). A rerun with the same fingerprint resumes (or reuses finished answers); with another one it
+out). With `images="blank"` or `"shuffled"` every question is asked with its image replaced (a black image of the
+same size; another question's image, by a seeded derangement): the vision-use check, whose accuracy a model that
+reads the image must stay clearly above. The replacement is part of the fingerprint. For a benchmark that
+names candidate answers (the synthetic one), `OUT/answer_logprobs.jsonl` holds the model's log-probability
+of each, from which the score adds likelihood and calibration figures.
+
+A rerun with the same fingerprint resumes (or reuses finished answers); with another one it
 refuses, naming what differs, so that one model's answers are never scored as another's. Answers
 without a fingerprint (from before it existed) are not trusted either. `restart=True` (`llava-ckd eval
 --restart`) deletes the answers, the result and the fingerprint and starts over.
@@ -16,12 +22,16 @@ without a fingerprint (from before it existed) are not trusted either. `restart=
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
+from PIL import Image
 from tqdm import tqdm
 
 from llava_ckd.eval.answers import answer_record, read_answers
-from llava_ckd.eval.files import EvalDataError
+from llava_ckd.eval.files import EvalDataError, read_jsonl
 from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.questions import EvalQuestion
 from llava_ckd.eval.registry import get_benchmark
@@ -31,7 +41,11 @@ from llava_ckd.models import load_vlm
 ANSWERS_FILE = "answers.jsonl"
 RESULT_FILE = "result.json"
 FINGERPRINT_FILE = "fingerprint.json"
+LOG_PROBS_FILE = "answer_logprobs.jsonl"
+BLANK_IMAGE = "blank.png"
 SHOWN_DIFFERENCES = 5
+ImageUse = Literal["real", "blank", "shuffled"]
+IMAGE_USES: tuple[ImageUse, ...] = ("real", "blank", "shuffled")
 
 
 class EvalRunError(ValueError):
@@ -57,13 +71,35 @@ def answered_so_far(answers_path: Path) -> set[tuple[str, str]]:
     return {question_key(a["question_id"], a.get("prompt", "")) for a in read_answers(answers_path)}
 
 
-def evaluation_fingerprint(model_path: Path | str, benchmark_name: str, data_dir: Path) -> dict:
+def evaluation_fingerprint(model_path: Path | str, benchmark_name: str, data_dir: Path,
+                           images: ImageUse = "real") -> dict:
     data_dir = Path(data_dir)
-    return {
+    fingerprint = {
         "model": location_fingerprint(model_path),
         "benchmark": benchmark_name,
         "data": {"path": str(data_dir.resolve()), "files": folder_files(data_dir) if data_dir.is_dir() else {}},
     }
+    return fingerprint if images == "real" else fingerprint | {"images": images}
+
+
+def with_images_replaced(questions: list[EvalQuestion], images: ImageUse, out_dir: Path) -> list[EvalQuestion]:
+    """The questions with their images as `images` says (see the module docstring)."""
+    if images == "real":
+        return questions
+    with_image = [q for q in questions if q.image is not None]
+    if images == "blank":
+        if not with_image:
+            return questions
+        with Image.open(with_image[0].image) as first:
+            size = first.size
+        out_dir.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size).save(out_dir / BLANK_IMAGE)
+        return [replace(q, image=out_dir / BLANK_IMAGE) if q.image is not None else q for q in questions]
+    order = list(range(len(with_image)))
+    random.Random(0).shuffle(order)
+    moved = {order[i]: with_image[order[(i + 1) % len(order)]].image for i in range(len(order))}
+    replaced = iter([replace(q, image=moved[i]) for i, q in enumerate(with_image)])
+    return [next(replaced) if q.image is not None else q for q in questions]
 
 
 def check_answers_folder(out_dir: Path, fingerprint: dict, restart: bool) -> None:
@@ -74,7 +110,7 @@ def check_answers_folder(out_dir: Path, fingerprint: dict, restart: bool) -> Non
     """
     answers_path, fingerprint_path = out_dir / ANSWERS_FILE, out_dir / FINGERPRINT_FILE
     if restart:
-        for name in (ANSWERS_FILE, RESULT_FILE, FINGERPRINT_FILE):
+        for name in (ANSWERS_FILE, RESULT_FILE, FINGERPRINT_FILE, LOG_PROBS_FILE):
             (out_dir / name).unlink(missing_ok=True)
     has_answers = answers_path.is_file() and b"\n" in answers_path.read_bytes()
     if has_answers:
@@ -95,6 +131,7 @@ def check_answers_folder(out_dir: Path, fingerprint: dict, restart: bool) -> Non
             raise StaleAnswersError(f"{answers_path} holds answers of another evaluation ({shown}{more}); {how}")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / LOG_PROBS_FILE).unlink(missing_ok=True)
     partial = fingerprint_path.with_name(FINGERPRINT_FILE + ".partial")
     partial.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     partial.replace(fingerprint_path)
@@ -120,21 +157,64 @@ def answer_questions(model_path: Path, questions: list[EvalQuestion], answers_pa
             progress.update(len(batch))
 
 
+def candidate_log_probs(model_path: Path, questions: list[EvalQuestion], candidates: dict[str, list[str]],
+                        path: Path) -> dict[str, dict[str, float]]:
+    """The model's log-probability of each question's candidate answers, read from `path` or computed into it."""
+    if not path.is_file():
+        model, processor = load_vlm(model_path)
+        generator = AnswerGenerator(model, processor)
+        lines = [json.dumps({"question_id": q.question_id, "log_probs": generator.answer_log_probs(
+                     GenerationRequest(q.prompt, q.image), candidates[str(q.question_id)])})
+                 for q in tqdm(questions, desc="answer likelihoods", unit="q")]
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        partial.replace(path)
+    return {str(row["question_id"]): row["log_probs"] for row in read_jsonl(path, "answer likelihood file")}
+
+
 def evaluate(model_path: Path, benchmark_name: str, data_dir: Path, out_dir: Path, batch_size: int = 16, *,
-             restart: bool = False) -> dict:
+             restart: bool = False, images: ImageUse = "real") -> dict:
     """Answer `benchmark_name`'s questions in `data_dir` with the model, into `out_dir`; score them.
 
     Resumes answers of the same model, benchmark and data; refuses (`StaleAnswersError`) answers of
     another unless `restart`, which deletes them first. Answers carry the model path as given as `model_id`.
+    `images`: the real images, or the vision-use check's replacements (module docstring).
     """
     if batch_size < 1:
         raise EvalRunError(f"batch_size must be at least 1, got {batch_size}")
     benchmark = get_benchmark(benchmark_name)
     out_dir = Path(out_dir)
-    questions = benchmark.questions(data_dir)
-    check_answers_folder(out_dir, evaluation_fingerprint(model_path, benchmark_name, data_dir), restart)
+    check_answers_folder(out_dir, evaluation_fingerprint(model_path, benchmark_name, data_dir, images), restart)
+    questions = with_images_replaced(benchmark.questions(data_dir), images, out_dir)
     answers_path = out_dir / ANSWERS_FILE
     answer_questions(model_path, questions, answers_path, benchmark.max_new_tokens, batch_size)
-    result = benchmark.score(data_dir, read_answers(answers_path))
+    candidates = benchmark.answer_candidates(data_dir) if hasattr(benchmark, "answer_candidates") else None
+    if candidates is not None:
+        log_probs = candidate_log_probs(model_path, questions, candidates, out_dir / LOG_PROBS_FILE)
+        result = benchmark.score(data_dir, read_answers(answers_path), log_probs=log_probs)
+    else:
+        result = benchmark.score(data_dir, read_answers(answers_path))
     (out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True))
     return result
+
+
+def vision_check(model_path: Path, benchmark_name: str, data_dir: Path, out_dir: Path, batch_size: int = 16, *,
+                 restart: bool = False) -> dict[ImageUse, dict]:
+    """The result with the real images (in `out_dir`) and with them blank and shuffled (`out_dir/<use>-images`)."""
+    return {use: evaluate(model_path, benchmark_name, data_dir,
+                          out_dir if use == "real" else Path(out_dir) / f"{use}-images", batch_size,
+                          restart=restart, images=use) for use in IMAGE_USES}
+
+
+VISION_MARGIN = 5.0
+
+
+def vision_warning(results: dict[ImageUse, dict], metric: str = "accuracy") -> str | None:
+    """A warning when the real images score within `VISION_MARGIN` points of a replacement."""
+    real = results["real"][metric]
+    close = [f"{use} images {results[use][metric]:.1f}" for use in IMAGE_USES[1:]
+             if real - results[use][metric] < VISION_MARGIN]
+    if not close:
+        return None
+    return (f"warning: {metric} with the real images ({real:.1f}) is within {VISION_MARGIN:g} points of "
+            f"{' and '.join(close)}: the model may not read the image")

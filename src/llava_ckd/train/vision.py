@@ -26,12 +26,18 @@ from llava_ckd.models.presets import clip_vision_config
 log = logging.getLogger(__name__)
 
 
-def cell_labels(scene: dict, grid: int) -> tuple[list[int], list[int]]:
-    """Per cell (row-major, as the ViT orders its patches): colour and shape index, 0 for an empty cell."""
-    colours, kinds = [0] * grid * grid, [0] * grid * grid
+def cell_labels(scene: dict, grid: int) -> tuple[list[list[float]], list[int]]:
+    """Per cell (row-major, as the ViT orders its patches): the probability of each colour (index 0: an empty
+    cell), split between a blended shape's two colours as annotators name it, and the shape index (0: empty)."""
+    colours = [[1.0] + [0.0] * len(COLOURS) for _ in range(grid * grid)]
+    kinds = [0] * grid * grid
     for shape in scene["objects"]:
         cell = shape["row"] * grid + shape["col"]
-        colours[cell] = COLOURS.index(shape["colour"]) + 1
+        colours[cell] = [0.0] * (len(COLOURS) + 1)
+        mix = shape.get("mix", 0.0)
+        colours[cell][COLOURS.index(shape["colour"]) + 1] += 1 - mix
+        if mix:
+            colours[cell][COLOURS.index(shape["blend"]) + 1] += mix
         kinds[cell] = KINDS.index(shape["kind"]) + 1
     return colours, kinds
 
@@ -68,17 +74,20 @@ class CellProbe(nn.Module):
         return self.colour(tokens), self.kind(tokens), self.row(tokens), self.col(tokens)
 
     def loss(self, pixel_values: torch.Tensor, colours: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each probe; the colour probe against the colour probabilities of each cell."""
         colour_logits, kind_logits, row_logits, col_logits = self(pixel_values)
-        rows, cols = (index.expand_as(colours) for index in (self.rows, self.cols))
-        return sum(nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten()) for logits, target in
-                   ((colour_logits, colours), (kind_logits, kinds), (row_logits, rows), (col_logits, cols)))
+        rows, cols = (index.expand_as(kinds) for index in (self.rows, self.cols))
+        colour_loss = nn.functional.cross_entropy(colour_logits.flatten(0, 1), colours.flatten(0, 1))
+        return colour_loss + sum(nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
+                                 for logits, target in ((kind_logits, kinds), (row_logits, rows), (col_logits, cols)))
 
 
 def cell_accuracy(probe: CellProbe, pixels, colours, kinds) -> float:
-    """Share of cells whose colour, shape, row and column the probes all get right."""
+    """Share of cells whose colour (one of the most likely names), shape, row and column the probes all get right."""
     with torch.no_grad():
         colour_logits, kind_logits, row_logits, col_logits = probe(pixels)
-    right = (colour_logits.argmax(-1) == colours) & (kind_logits.argmax(-1) == kinds)
+    named = colours.gather(-1, colour_logits.argmax(-1, keepdim=True)).squeeze(-1)
+    right = (named == colours.amax(-1)) & (kind_logits.argmax(-1) == kinds)
     right &= (row_logits.argmax(-1) == probe.rows) & (col_logits.argmax(-1) == probe.cols)
     return right.float().mean().item()
 
