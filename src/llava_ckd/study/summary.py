@@ -275,9 +275,9 @@ def check_testbed(summary: dict) -> list[dict]:
     else:
         check(f"test accuracy of {largest['name']}", largest["test_accuracy"], ">= 85",
               largest["test_accuracy"] >= 85)
-    for entry in [*teachers, *(row for row in summary["rows"] if row["variant"] == "chain")]:
+    for entry in [*teachers, *(row for row in summary["rows"] if row.get("variant") == "chain")]:
         name, real = (entry["name"], entry["test_accuracy"]) if "name" in entry else (entry["label"], entry["mean"])
-        for use, ablated in entry["ablated"].items():
+        for use, ablated in entry.get("ablated", {}).items():
             value = ablated if isinstance(ablated, float) else ablated["mean"]
             check(f"{name}: real - {use} images", real - value, f">= {VISION_MARGIN:g} points",
                   real - value >= VISION_MARGIN)
@@ -290,7 +290,7 @@ def check_testbed(summary: dict) -> list[dict]:
     if student["sft_colour"] and after_sft:
         colour = student["sft_colour"]["mean"]
         check("Student colour accuracy after SFT", colour, ">= 50", colour >= 50)
-    none = next((row for row in summary["rows"] if row["variant"] == "chain" and row["plan"] == "none"), None)
+    none = next((row for row in summary["rows"] if row.get("variant") == "chain" and row["plan"] == "none"), None)
     trained = student["sft_accuracy"]["mean"] if after_sft or not none else none["mean"]
     blind = summary["benchmark"]["blind"]
     if blind:
