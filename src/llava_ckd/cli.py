@@ -20,7 +20,7 @@ def _make_data(args: argparse.Namespace) -> None:
     try:
         spec = SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val, n_test=args.test,
                              n_captions=args.captions, max_objects=args.max_objects, forms=forms,
-                             blend=args.blend)
+                             blend=args.blend, caption_turn=args.caption_turn)
         prepare_synthetic(Path(args.out), spec)
     except ValueError as err:  # the spec's own checks
         if args.debug:
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     make_data.add_argument("--blend", type=float, default=0.0, metavar="SHARE",
                            help="share of objects painted between two neighbouring colours, whose answers then "
                                 "vary between annotators (10 answers per evaluation question, VQA soft accuracy)")
+    make_data.add_argument("--caption-turn", action="store_true",
+                           help="close every training conversation with a caption exchange (describe the image)")
     make_data.set_defaults(handler=_make_data)
 
     vision = commands.add_parser("train-vision",

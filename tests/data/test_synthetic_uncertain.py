@@ -137,3 +137,23 @@ def test_blend_out_of_range_is_refused():
     with pytest.raises(ValueError, match="blend is a share"):
         SyntheticSpec(blend=1.5)
 
+
+
+def test_a_conversation_is_one_annotator_s_reading_and_its_caption_comes_last(tmp_path: Path):
+    """With --caption-turn the last exchange describes the image; with blends, its colours are the reading the
+    conversation's answers were given under: a colour answer names the colour the caption gives that shape."""
+    spec = SyntheticSpec(n_train=400, n_val=2, n_test=2, n_captions=2, max_objects=3, blend=0.6, caption_turn=True,
+                         forms=("colour_of_shape", "count_colour"))
+    write_benchmark(tmp_path, spec)
+    checked = 0
+    for record in json.loads((tmp_path / "train" / "train.json").read_text()):
+        turns = record["conversations"]
+        assert turns[0]["value"].startswith("<image>\n") and "<image>" not in "".join(t["value"] for t in turns[1:])
+        description = turns[-1]["value"]
+        assert description.endswith(".") and " at the " in description
+        for ask, answer in zip(turns[:-2:2], turns[1:-2:2], strict=True):
+            if "What colour is the " in ask["value"]:
+                kind = ask["value"].split("What colour is the ")[1].split("?")[0]
+                assert f"a {answer['value']} {kind} at the" in description
+                checked += 1
+    assert checked > 100

@@ -54,7 +54,10 @@ of the scene (:func:`answer_distribution`): "What colour is the circle?" for a c
 blue to purple is blue 0.65 / purple 0.35, counts of a colour and existence questions follow from every
 object's reading. A question is asked only when every reading offers it. Training answers are one draw
 from the distribution per turn; every evaluation question carries ``EVAL_ANSWERS`` draws (``answers``), the
-distribution and its modal answer (``answer``), scored with VQAv2's soft accuracy.
+distribution and its modal answer (``answer``), scored with VQAv2's soft accuracy. Each training conversation
+is one annotator's reading of its scene: its answers (and caption) agree with each other. ``caption_turn``
+closes every training conversation with a caption exchange, which keeps the grounding signal of pretraining in
+fine-tuning (every object's colour, shape and place named); last, so that no answer can be read off it.
 
 Training data: ``captions.json`` pairs each image with a short description in reading order
 naming each object's quadrant ("a red circle at the top left, a blue square at the bottom
@@ -136,6 +139,7 @@ class SyntheticSpec:
     turns: int = 3
     forms: tuple[str, ...] | None = None    # the question forms asked (None: all of FORMS)
     blend: float = 0.0                      # share of objects painted between two neighbouring colours
+    caption_turn: bool = False              # training conversations open with a caption exchange
 
     def __post_init__(self) -> None:
         if self.forms is not None:
@@ -155,10 +159,12 @@ class SyntheticSpec:
             raise ValueError("split sizes must be >= 0 and turns >= 1")
 
     def record(self) -> dict:
-        """The spec as spec.json stores it (``blend`` only when set, so earlier benchmarks keep their files)."""
+        """The spec as spec.json stores it (``blend`` and ``caption_turn`` only when set, so earlier benchmarks
+        keep their files)."""
         fields = asdict(self)
-        if not self.blend:
-            del fields["blend"]
+        for name in ("blend", "caption_turn"):
+            if not fields[name]:
+                del fields[name]
         return fields
 
     @property
@@ -211,6 +217,12 @@ class Shape:
         return [(1 - self.mix, Shape(self.kind, self.colour, self.row, self.col)),
                 (self.mix, Shape(self.kind, self.blend, self.row, self.col))]
 
+    def read(self, rng: random.Random) -> Shape:
+        """The shape as one annotator names it."""
+        if self.blend is None:
+            return self
+        return self.readings()[rng.random() < self.mix][1]
+
     def record(self) -> dict:
         """The shape as scenes.jsonl stores it (blend fields only for a blended shape)."""
         fields = asdict(self)
@@ -233,6 +245,10 @@ class Scene:
 
     def blended(self) -> bool:
         return any(s.blend is not None for s in self.shapes)
+
+    def read(self, rng: random.Random) -> Scene:
+        """The scene as one annotator names its colours."""
+        return Scene(tuple(shape.read(rng) for shape in self.shapes))
 
     def readings(self) -> list[tuple[float, Scene]]:
         """Every way annotators can name the colours (each shape read independently), with its probability."""
@@ -531,24 +547,34 @@ def write_benchmark(out: Path, spec: SyntheticSpec) -> None:
 
 
 def _write_train(folder: Path, spec: SyntheticSpec) -> None:
+    """Each training conversation is one annotator's: with ``blend``, one reading of the scene's colours drawn per
+    conversation gives its caption and every answer."""
     conversations, captions = [], []
     annotators = _stream(spec, "train answers")
+    caption_prompts = _stream(spec, "train caption prompts")
     with _ImageWriter(folder, spec, spec.n_train + spec.n_captions) as images:
         for item in _conversation_items(_stream(spec, "train"), spec, spec.n_train):
             image = images.write(item.scene)
-            turns = []
+            reading = item.scene.read(annotators) if spec.blend else item.scene
+            exchanges = []
             for question in item.questions:
-                prefix = "" if turns else IMAGE_PREFIX
-                answer = draw_answers(annotators, item.distribution(question), 1)[0] if spec.blend \
-                    else question.answer
-                turns += [{"from": "human", "value": prefix + question.text + SHORT_ANSWER_SUFFIX},
+                answer = question.answer
+                if spec.blend:
+                    answer = {q.text: q.answer for q in QUESTION_TYPES[question.category](reading)}[question.text]
+                exchanges.append((question.text + SHORT_ANSWER_SUFFIX, answer))
+            if spec.caption_turn:
+                exchanges.append((caption_prompts.choice(CAPTION_PROMPTS), caption(reading, spec)))
+            turns = []
+            for prompt, answer in exchanges:
+                turns += [{"from": "human", "value": ("" if turns else IMAGE_PREFIX) + prompt},
                           {"from": "gpt", "value": answer}]
             conversations.append({"id": Path(image).stem, "image": image, "conversations": turns})
+        caption_readers = _stream(spec, "caption answers")
         for scene, prompt in _caption_items(_stream(spec, "captions"), spec, spec.n_captions):
             image = images.write(scene)
             captions.append({"id": Path(image).stem, "image": image, "conversations": [
                 {"from": "human", "value": IMAGE_PREFIX + prompt},
-                {"from": "gpt", "value": caption(scene, spec)},
+                {"from": "gpt", "value": caption(scene.read(caption_readers) if spec.blend else scene, spec)},
             ]})
     _write_json(folder / "train.json", conversations)
     _write_json(folder / "captions.json", captions)
