@@ -157,3 +157,10 @@ def test_a_conversation_is_one_annotator_s_reading_and_its_caption_comes_last(tm
                 assert f"a {answer['value']} {kind} at the" in description
                 checked += 1
     assert checked > 100
+
+
+def test_a_category_whose_forms_cannot_vary_is_refused_instead_of_drawing_forever(tmp_path: Path):
+    """count_all alone: one question per scene, so no scene offers two different count answers."""
+    with pytest.raises(ValueError, match="category 'count'.*add a form"):
+        write_benchmark(tmp_path, SyntheticSpec(n_train=1, n_val=1, n_test=1, n_captions=1,
+                                                forms=("colour_of_shape", "count_all")))

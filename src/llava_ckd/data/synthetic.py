@@ -94,6 +94,7 @@ from tqdm import tqdm
 
 FORMAT_VERSION = 1
 EVAL_ANSWERS = 10
+SCENE_DRAWS = 10_000   # scenes drawn for one evaluation question before its forms are declared unable to vary
 BLEND_MIXES = (0.2, 0.35, 0.5)
 SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 IMAGE_PREFIX = "<image>\n"
@@ -499,9 +500,14 @@ def _eval_items(rng: random.Random, spec: SyntheticSpec, n_items: int) -> Iterat
     for _ in range(n_items):
         category = balancer.pick(rng, "category", spec.categories)
         candidates: list[Question] = []
-        while len({q.answer for q in candidates}) < 2:
+        for _ in range(SCENE_DRAWS):
             scene = sample_scene(rng, spec)
             candidates = spec.questions(category, scene)
+            if len({q.answer for q in candidates}) >= 2:
+                break
+        else:
+            raise ValueError(f"no scene of {SCENE_DRAWS} offers two different answers in category {category!r} "
+                             f"with forms {', '.join(spec.forms or ())}: add a form of that category")
         yield _Item(scene, (balancer.pick_question(rng, candidates),))
 
 

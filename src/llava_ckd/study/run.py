@@ -130,5 +130,7 @@ def run_study(recipe_path: Path, seeds: list[int], teacher_sets: int = 1, worker
     if failed:
         raise StudyError("study jobs failed (rerun the study to retry them; finished stages are kept):\n  "
                          + "\n  ".join(failed))
-    return write_summary(root, recipe, jobs, cascades, time.perf_counter() - clock)
+    environment = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "workers": workers, "threads_per_worker": threads}
+    return write_summary(root, recipe, jobs, cascades, time.perf_counter() - clock, environment)
 

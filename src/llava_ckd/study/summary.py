@@ -221,7 +221,9 @@ def ceiling(teachers: list[dict]) -> dict | None:
 
 
 def write_summary(root: Path, recipe: Recipe, jobs: list[Job], cascades: dict[Path, Cascade],
-                  wall_seconds: float) -> Path:
+                  wall_seconds: float, environment: dict) -> Path:
+    """`environment`: the torch version, CPU kernel set and threads the study ran with (its figures vary with
+    them by float rounding)."""
     chain_jobs = [job for job in jobs if job.variant.name == CHAIN]
     rows = collect_rows(jobs, cascades)
     chain_rows = {row.plan: row for row in rows if row.variant == CHAIN}
@@ -235,7 +237,7 @@ def write_summary(root: Path, recipe: Recipe, jobs: list[Job], cascades: dict[Pa
            for entry in row_entries
            if entry["plan"] == "direct" and not entry["teacher_set"] and "vs_none" in entry]
     summary = {
-        "recipe": str(recipe.output), "seeds": sorted({job.seed for job in jobs}),
+        "recipe": str(recipe.output), "seeds": sorted({job.seed for job in jobs}), "environment": environment,
         "benchmark": {"name": recipe.evaluation.benchmark, "test": str(recipe.evaluation.data),
                       "val": str(recipe.evaluation.val) if recipe.evaluation.val else None,
                       "blind": blind_baselines(recipe), "ceiling": ceiling(teachers)},
@@ -397,5 +399,10 @@ def summary_markdown(summary: dict) -> str:
     lines += [f"| {entry['check']} | {entry['value']:.2f} | {entry['target']} | {'yes' if entry['met'] else 'no'} |"
               for entry in summary["testbed_checks"]]
     lines += ["", f"Wall time: {summary['stage_wall_seconds'] / 60:.0f} min of stages; this run of the study "
-                  f"{summary['study_wall_seconds'] / 60:.0f} min.", ""]
+                  f"{summary['study_wall_seconds'] / 60:.0f} min."]
+    if environment := summary.get("environment"):
+        lines += [f"Ran with torch {environment['torch']}, CPU kernels {environment['cpu_capability']}, "
+                  f"{environment['workers']} workers of {environment['threads_per_worker']} thread(s); figures vary by "
+                  "float rounding with the kernel set and thread count."]
+    lines.append("")
     return "\n".join(lines)
