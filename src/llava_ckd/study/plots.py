@@ -45,16 +45,18 @@ def plot_gap_curve(path: Path, summary: dict) -> None:
     plt.close(figure)
 
 
-def plot_plans(path: Path, summary: dict) -> None:
-    """Each row's mean test accuracy with its 95% interval and the seeds' values."""
-    rows = summary["rows"]
+def plot_plans(path: Path, summary: dict, metric: str | None = None, label: str = "test accuracy (%)") -> None:
+    """Each row's mean test accuracy (or another of its `metrics`) with its 95% interval and the seeds' values."""
+    rows = [row for row in summary["rows"] if metric is None or metric in row.get("metrics", {})]
     figure, axes = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
     for index, row in enumerate(rows):
-        axes.errorbar([row["mean"]], [index], xerr=[_error(row)], marker="o", capsize=4, color="C0")
-        axes.scatter(list(row["accuracy_per_seed"].values()), [index] * row["n"], color="C1", s=10, zorder=3)
+        stats = row if metric is None else row["metrics"][metric]
+        per_seed = row["accuracy_per_seed"] if metric is None else stats["per_seed"]
+        axes.errorbar([stats["mean"]], [index], xerr=[_error(stats)], marker="o", capsize=4, color="C0")
+        axes.scatter(list(per_seed.values()), [index] * len(per_seed), color="C1", s=10, zorder=3)
     axes.set_yticks(range(len(rows)), [f"{row['label']} ({row['student_steps']} steps)" for row in rows], fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlabel("test accuracy (%): mean, 95% interval, seeds")
+    axes.set_xlabel(f"{label}: mean, 95% interval, seeds")
     axes.set_title("The Student by plan")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -250,6 +250,9 @@ def write_summary(root: Path, recipe: Recipe, jobs: list[Job], cascades: dict[Pa
     (root / "summary.md").write_text(summary_markdown(summary))
     plot_gap_curve(root / "gap.png", summary)
     plot_plans(root / "plans.png", summary)
+    if any("log_likelihood" in row.get("metrics", {}) for row in summary["rows"]):
+        plot_plans(root / "plans-loglik.png", summary, "log_likelihood",
+                   "log-likelihood of the answer distribution (nats)")
     return root
 
 
