@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
 from llava_ckd.config import CachedTeacherConfig, StageConfig
 from llava_ckd.data.collator import TeacherView, response_ids
-from llava_ckd.data.conversations import Sample, load_conversations
+from llava_ckd.data.conversations import DataError, Sample, load_conversations
 from llava_ckd.distill.cache import TeacherCache
 from llava_ckd.distill.heads import check_plain_head
-from llava_ckd.distill.loss import Distiller
+from llava_ckd.distill.loss import Distiller, LossWeights, visual_grids_differ
 from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.distill.vocab import shared_vocab_size, shared_vocabulary
 from llava_ckd.models.load import model_from_source
@@ -38,6 +39,7 @@ def build_distiller(
     refuse_answers_beyond(samples, vocab_size, tokenizer)
     teacher_samples, _ = load_conversations(config.data.conversations, config.data.images, teacher_processor,
                                             config.data.max_length)
+    refuse_other_image_tokens(samples, teacher_samples, config.losses)
     teacher = OnlineTeacher(teacher_model)
     distiller = Distiller(teacher, config.losses, config.divergence, vocab_size, config.kd_chunk_size)
     return distiller, TeacherView.between(samples, processor, teacher_samples, teacher_processor)
@@ -50,3 +52,16 @@ def refuse_answers_beyond(samples: list[Sample], vocab_size: int, tokenizer) -> 
         if beyond:
             raise ValueError(f"sample {sample.sample_id}: answer token {tokenizer.convert_ids_to_tokens(beyond[0])!r} "
                              f"(id {beyond[0]}) lies outside the {vocab_size} token ids Teacher and Student share")
+
+
+def refuse_other_image_tokens(samples: list[Sample], teacher_samples: list[Sample], losses: LossWeights) -> None:
+    """Visual-token and relation KD pair the two models' image tokens one for one: a Teacher that expands an image
+    into other image tokens is refused before the first step, naming the first such sample."""
+    if not (losses.visual_kd or losses.relation_kd):
+        return
+    by_record = {sample.record: sample for sample in teacher_samples}
+    for sample in samples:
+        theirs = by_record.get(sample.record)
+        if theirs is not None and theirs.image_tokens != sample.image_tokens:
+            raise DataError(f"sample {sample.sample_id}: " + visual_grids_differ(
+                torch.tensor(sample.image_tokens), torch.tensor(theirs.image_tokens)))
