@@ -53,9 +53,11 @@ def from_distilling_template(cascade: Cascade, node: Node) -> bool:
 
 
 def training_stages(cascade: Cascade, model: str) -> list[Node]:
-    """A model's stages before any distilling stage of the template (pretrain, SFT): those every plan shares."""
+    """A model's own training: for the Student, its stages before any distilling stage of the template (pretrain,
+    SFT), those every plan shares; for a Teacher, every stage it trains without a Teacher (a distilling template
+    stage with `without_kd: sft` is its fine-tuning)."""
     return [node for node in cascade.stages if node.model == model and isinstance(node.job, StageConfig)
-            and not from_distilling_template(cascade, node)]
+            and not (from_distilling_template(cascade, node) if model == STUDENT else node.distilled)]
 
 
 def trains_itself(cascade: Cascade, model: str) -> bool:
@@ -159,7 +161,12 @@ def teacher_entry(recipe: Recipe, cascade: Cascade, name: str, teacher_set: int,
 
 def teacher_entries(recipe: Recipe, chain_cascade: Cascade, jobs: list[Job], cascades: dict[Path, Cascade],
                     root: Path) -> list[dict]:
-    entries = [teacher_entry(recipe, chain_cascade, name, 0, root) for name in recipe.chain]
+    def holding(name: str) -> Cascade:
+        """A cascade of Teacher set 0 that has Teacher `name` (the chain's, unless its plans leave it out)."""
+        return next((cascades[job.recipe] for job in jobs if not job.variant.teacher_set
+                     and any(node.model == f"teacher-{name}" for node in cascades[job.recipe].stages)), chain_cascade)
+
+    entries = [teacher_entry(recipe, holding(name), name, 0, root) for name in recipe.chain]
     entries += [teacher_entry(recipe, cascades[job.recipe], job.variant.chain[0], job.variant.teacher_set, root)
                 for job in jobs if job.variant.teacher_set and job.seed == jobs[0].seed]
     return entries
