@@ -19,7 +19,7 @@ from llava_ckd.eval.questions import EvalQuestion
 from llava_ckd.eval.run import LOG_PROBS_FILE, evaluate, vision_check, vision_warning, with_images_replaced
 from llava_ckd.eval.synthetic import SYNTHETIC, likelihood_scores
 from llava_ckd.eval.vqa_normalize import vqav2_accuracy
-from llava_ckd.models import build_preset
+from llava_ckd.models import build_preset, load_vlm
 from tests.conftest import write_dataset
 
 
@@ -132,12 +132,16 @@ def test_vision_warning_names_the_replacement_that_scores_close():
     assert vision_warning({**results, "shuffled": {"accuracy": 54.9}}) is None
 
 
-def test_eval_with_the_vision_check_writes_likelihoods_and_keeps_ablations_apart(tokenizer, blended, tmp_path):
+def test_eval_with_the_vision_check_writes_likelihoods_and_keeps_ablations_apart(tokenizer, blended, tmp_path,
+                                                                                monkeypatch):
     model, processor = build_preset("tiny-ta", tokenizer, seed=3)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
+    loads = []
+    monkeypatch.setattr("llava_ckd.eval.run.load_vlm", lambda path: loads.append(path) or load_vlm(path))
     results = vision_check(tmp_path / "model", "synthetic", blended / "test", tmp_path / "eval", batch_size=64)
     real = results["real"]
+    assert len(loads) == 3  # one load per evaluation serves its answers and its likelihoods
     figures = {"accuracy", "modal_accuracy", "bayes_accuracy", "log_likelihood", "bayes_log_likelihood", "ece"}
     assert figures <= set(real)
     assert real["log_likelihood"] < real["bayes_log_likelihood"]
@@ -151,3 +155,4 @@ def test_eval_with_the_vision_check_writes_likelihoods_and_keeps_ablations_apart
     before = (tmp_path / "eval" / LOG_PROBS_FILE).stat().st_mtime_ns
     assert evaluate(tmp_path / "model", "synthetic", blended / "test", tmp_path / "eval", 64) == real
     assert (tmp_path / "eval" / LOG_PROBS_FILE).stat().st_mtime_ns == before
+    assert len(loads) == 3  # nothing left to compute: the model is not loaded

@@ -44,6 +44,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 LOG_PROBS_FILE = "answer_logprobs.jsonl"
 BLANK_IMAGE = "blank.png"
 SHOWN_DIFFERENCES = 5
+VISION_MARGIN = 5.0   # points of accuracy the real images must score above blank and shuffled ones
 ImageUse = Literal["real", "blank", "shuffled"]
 IMAGE_USES: tuple[ImageUse, ...] = ("real", "blank", "shuffled")
 
@@ -132,43 +133,57 @@ def check_answers_folder(out_dir: Path, fingerprint: dict, restart: bool) -> Non
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LOG_PROBS_FILE).unlink(missing_ok=True)
-    partial = fingerprint_path.with_name(FINGERPRINT_FILE + ".partial")
-    partial.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    partial.replace(fingerprint_path)
+    write_whole(fingerprint_path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
 
 
-def answer_questions(model_path: Path, questions: list[EvalQuestion], answers_path: Path,
-                     max_new_tokens: int, batch_size: int) -> None:
+def write_whole(path: Path, text: str) -> None:
+    """Write `path` through `path.partial` and a rename, so that a kill never leaves it half written."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+class LazyGenerator:
+    """The model's `AnswerGenerator`, loaded on first use and then kept: answering and scoring the candidates of
+    one evaluation load the model once, and not at all when both are already on disk."""
+
+    def __init__(self, model_path: Path, max_new_tokens: int):
+        self.model_path, self.max_new_tokens = model_path, max_new_tokens
+        self._generator: AnswerGenerator | None = None
+
+    def __call__(self) -> AnswerGenerator:
+        if self._generator is None:
+            self._generator = AnswerGenerator(*load_vlm(self.model_path), self.max_new_tokens)
+        return self._generator
+
+
+def answer_questions(generator: LazyGenerator, questions: list[EvalQuestion], answers_path: Path,
+                     batch_size: int) -> None:
     done = answered_so_far(answers_path)
     todo = [q for q in questions if question_key(q.question_id, q.prompt) not in done]
     if not todo:
         return
-    model, processor = load_vlm(model_path)
-    generator = AnswerGenerator(model, processor, max_new_tokens)
+    answer = generator().answer   # the model loads before the answer file is opened
     answers_path.parent.mkdir(parents=True, exist_ok=True)
     with answers_path.open("a", encoding="utf-8") as out, \
             tqdm(total=len(questions), initial=len(questions) - len(todo), desc="answering", unit="q") as progress:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            texts = generator.answer([GenerationRequest(q.prompt, q.image) for q in batch])
+            texts = answer([GenerationRequest(q.prompt, q.image) for q in batch])
             for question, text in zip(batch, texts, strict=True):
-                out.write(json.dumps(answer_record(question, text, model_id=str(model_path))) + "\n")
+                out.write(json.dumps(answer_record(question, text, model_id=str(generator.model_path))) + "\n")
             out.flush()
             progress.update(len(batch))
 
 
-def candidate_log_probs(model_path: Path, questions: list[EvalQuestion], candidates: dict[str, list[str]],
+def candidate_log_probs(generator: LazyGenerator, questions: list[EvalQuestion], candidates: dict[str, list[str]],
                         path: Path) -> dict[str, dict[str, float]]:
     """The model's log-probability of each question's candidate answers, read from `path` or computed into it."""
     if not path.is_file():
-        model, processor = load_vlm(model_path)
-        generator = AnswerGenerator(model, processor)
-        lines = [json.dumps({"question_id": q.question_id, "log_probs": generator.answer_log_probs(
+        lines = [json.dumps({"question_id": q.question_id, "log_probs": generator().answer_log_probs(
                      GenerationRequest(q.prompt, q.image), candidates[str(q.question_id)])})
                  for q in tqdm(questions, desc="answer likelihoods", unit="q")]
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        partial.replace(path)
+        write_whole(path, "".join(line + "\n" for line in lines))
     return {str(row["question_id"]): row["log_probs"] for row in read_jsonl(path, "answer likelihood file")}
 
 
@@ -187,10 +202,11 @@ def evaluate(model_path: Path, benchmark_name: str, data_dir: Path, out_dir: Pat
     check_answers_folder(out_dir, evaluation_fingerprint(model_path, benchmark_name, data_dir, images), restart)
     questions = with_images_replaced(benchmark.questions(data_dir), images, out_dir)
     answers_path = out_dir / ANSWERS_FILE
-    answer_questions(model_path, questions, answers_path, benchmark.max_new_tokens, batch_size)
+    generator = LazyGenerator(model_path, benchmark.max_new_tokens)
+    answer_questions(generator, questions, answers_path, batch_size)
     candidates = benchmark.answer_candidates(data_dir) if hasattr(benchmark, "answer_candidates") else None
     if candidates is not None:
-        log_probs = candidate_log_probs(model_path, questions, candidates, out_dir / LOG_PROBS_FILE)
+        log_probs = candidate_log_probs(generator, questions, candidates, out_dir / LOG_PROBS_FILE)
         result = benchmark.score(data_dir, read_answers(answers_path), log_probs=log_probs)
     else:
         result = benchmark.score(data_dir, read_answers(answers_path))
@@ -205,8 +221,6 @@ def vision_check(model_path: Path, benchmark_name: str, data_dir: Path, out_dir:
                           out_dir if use == "real" else Path(out_dir) / f"{use}-images", batch_size,
                           restart=restart, images=use) for use in IMAGE_USES}
 
-
-VISION_MARGIN = 5.0
 
 
 def vision_warning(results: dict[ImageUse, dict], metric: str = "accuracy") -> str | None:
