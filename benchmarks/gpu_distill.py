@@ -47,8 +47,8 @@ import transformers
 from torch import Tensor, nn
 from transformers import LlavaForConditionalGeneration
 
+from llava_ckd.data.conversations import IGNORE_INDEX
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.heads import IGNORE_INDEX
 from llava_ckd.distill.loss import Distiller, LossTerms, LossWeights
 from llava_ckd.distill.positions import model_inputs, next_token_targets, response_mask
 from llava_ckd.distill.teachers import OnlineTeacher

@@ -39,8 +39,8 @@ from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.models import set_trainable
 from llava_ckd.models.build import composition_config
 from llava_ckd.models.published import QWEN25_SHAPES, QWEN25_TOKENIZER_TOKENS
+from llava_ckd.models.shapes import count_shape
 from llava_ckd.plan.memory import Step, activations
-from llava_ckd.plan.shapes import count_shape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_distill import Profile, synthetic_batch  # noqa: E402

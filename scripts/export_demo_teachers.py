@@ -1,9 +1,10 @@
-"""Write the demo's shipped Teachers from a finished study: its `small` and `medium` Teachers (Teacher set 0) in
-fp16 with their processor, and the shared vision tower.
+"""Write the demo's shipped Teacher from a finished study: its `small` Teacher (Teacher set 0) in fp16 with its
+processor, and the shared vision tower.
 
-    python scripts/export_demo_teachers.py runs/study checkpoints/demo-teachers
+    python scripts/export_demo_teachers.py runs/uncertain checkpoints/demo-teachers
 
-`llava-ckd demo` loads them as ready Teachers (in fp32) and builds its Student on the same tokenizer and tower.
+`llava-ckd demo` loads it as a ready Teacher (in fp32) and builds its Student on the same tokenizer and tower.
+`--teachers` writes others of the study beside it.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ from llava_ckd.cascade.run import plan_cascade
 from llava_ckd.models.build import load_vlm
 from llava_ckd.study.summary import own_training
 
-TEACHERS = ("small", "medium")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", type=Path, help="a finished study's folder (holds recipes/chain-seed-0.yaml)")
     parser.add_argument("out", type=Path)
+    parser.add_argument("--teachers", nargs="+", default=["small"], metavar="NAME", help="the study's Teachers")
     args = parser.parse_args()
     cascade = plan_cascade(args.study / "recipes" / "chain-seed-0.yaml")
-    shutil.rmtree(args.out, ignore_errors=True)
-    for name in TEACHERS:
+    for folder in (*args.teachers, "vision"):   # the folder's README stays
+        shutil.rmtree(args.out / folder, ignore_errors=True)
+    for name in args.teachers:
         node = own_training(cascade, f"teacher-{name}")
         model, processor = load_vlm(node.output)
         model.to(torch.float16).save_pretrained(args.out / name)

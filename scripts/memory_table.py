@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from llava_ckd.config import ModelSource
 from llava_ckd.models.published import QWEN25_TOKENIZER_TOKENS, SIGLIP_SO400M
+from llava_ckd.models.shapes import ModelShape, shape_of
+from llava_ckd.models.source import ModelSource
 from llava_ckd.plan.memory import ENGINES, GB, Step, activations, memory, model_states, total, working_copies
-from llava_ckd.plan.shapes import ModelShape, shape_of
 
 GPUS = 8
 GPU_GB = 80.0

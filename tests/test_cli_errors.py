@@ -201,3 +201,26 @@ def test_stage_numbers_at_their_bounds_are_accepted(tmp_path, colour_dataset, to
         "max_steps": None, "warmup_ratio": 0.0, "weight_decay": 0.0, "seed": 0, "dataloader_workers": 0,
         "save_total_limit": 1, "batch_size": 1, "grad_accum": 1}
     assert StageConfig.model_validate(config).max_steps is None
+
+
+def test_every_exception_the_package_defines_is_a_user_error_but_its_control_flow_signal():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import llava_ckd
+    from llava_ckd.errors import UserError
+
+    defined = {}
+    for module_info in pkgutil.walk_packages(llava_ckd.__path__, "llava_ckd."):
+        module = importlib.import_module(module_info.name)
+        defined |= {name: value for name, value in vars(module).items()
+                    if inspect.isclass(value) and issubclass(value, Exception) and value.__module__ == module.__name__}
+    assert "ConfigError" in defined and "DataError" in defined
+    assert sorted(name for name, error in defined.items() if not issubclass(error, UserError)) == ["SkipSample"]
+
+
+def test_make_data_refuses_a_spec_in_one_line(tmp_path):
+    assert error_of(["make-data", "--out", str(tmp_path / "data"), "--blend", "2"]) == (
+        "error: blend is a share of the objects, in [0, 1], got 2.0")
+    assert not (tmp_path / "data").exists()

@@ -17,15 +17,10 @@ def _make_data(args: argparse.Namespace) -> None:
     from llava_ckd.demo import prepare_synthetic
 
     forms = tuple(args.forms.split(",")) if args.forms else None
-    try:
-        spec = SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val, n_test=args.test,
-                             n_captions=args.captions, max_objects=args.max_objects, forms=forms,
-                             blend=args.blend, caption_turn=args.caption_turn)
-        prepare_synthetic(Path(args.out), spec)
-    except ValueError as err:  # the spec's own checks
-        if args.debug:
-            raise
-        sys.exit(f"error: {err}")
+    spec = SyntheticSpec(seed=args.seed, n_train=args.train, n_val=args.val, n_test=args.test,
+                         n_captions=args.captions, max_objects=args.max_objects, forms=forms,
+                         blend=args.blend, caption_turn=args.caption_turn)
+    prepare_synthetic(Path(args.out), spec)
 
 
 def _train_vision(args: argparse.Namespace) -> None:
@@ -37,12 +32,7 @@ def _train_vision(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from llava_ckd.demo import DemoSettings, run_demo
 
-    try:
-        report = run_demo(DemoSettings(out=Path(args.out), seeds=args.seeds))
-    except ValueError as err:  # the demo's own checks (ConfigError and DataError are ValueErrors too)
-        if args.debug:
-            raise
-        sys.exit(f"error: {err}")
+    report = run_demo(DemoSettings(out=Path(args.out), seeds=args.seeds))
     print(report.read_text())
 
 
@@ -55,7 +45,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _cascade(args: argparse.Namespace) -> None:
     from llava_ckd.cascade import describe, plan_cascade, run_cascade
-    from llava_ckd.distill.engines import processes
+    from llava_ckd.engines import processes
 
     cascade = plan_cascade(Path(args.recipe), missing_ok=args.dry_run)
     if processes().is_main_process:
@@ -70,9 +60,9 @@ def _plan(args: argparse.Namespace) -> None:
 
     from llava_ckd.cascade import plan_cascade
     from llava_ckd.config import ConfigError
+    from llava_ckd.models.shapes import ImageSize
     from llava_ckd.plan.cost import Assumptions, DataSize, Hardware, plan_costs
     from llava_ckd.plan.render import render, to_json
-    from llava_ckd.plan.shapes import ImageSize
 
     hardware = Hardware(args.gpus, args.gpu_memory, args.engine, args.gpu_tflops, args.mfu).check()
     files = {}
@@ -101,7 +91,7 @@ def _study(args: argparse.Namespace) -> None:
     from llava_ckd.study.run import run_study
 
     out = run_study(Path(args.recipe), list(range(args.seeds)), args.teacher_sets, args.workers,
-                    Path(args.out) if args.out else None)
+                    Path(args.out) if args.out else None, layouts=not args.no_layouts)
     print((out / "summary.md").read_text())
     print(f"summary.json, gap.png and plans.png in {out}")
 
@@ -201,10 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     vision.add_argument("--seed", type=int, default=0)
     vision.set_defaults(handler=_train_vision)
 
-    demo = commands.add_parser("demo", help="the CPU demo: the study's setting with the shipped Teachers, every plan "
-                               "at equal budget over paired seeds, report")
+    demo = commands.add_parser("demo", help="the CPU demo: the study's setting with the shipped Teacher, KD against "
+                               "the Student's own training at equal budget over paired seeds, report")
     demo.add_argument("--out", default="runs/demo", help="output folder (finished steps are reused)")
-    demo.add_argument("--seeds", type=int, default=2, help="Student seeds 0..N-1")
+    demo.add_argument("--seeds", type=int, default=4, help="Student seeds 0..N-1")
     demo.set_defaults(handler=_demo)
 
     train = commands.add_parser("train", help="run one training stage (pretrain, sft or distill) from a YAML file")
@@ -261,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also retrain the smallest Teacher with seeds 1..N-1 and distil from each")
     study.add_argument("--workers", type=int, default=2, help="cascades run side by side (threads split evenly)")
     study.add_argument("--out", help="study folder (default: the recipe's output)")
+    study.add_argument("--no-layouts", action="store_true",
+                       help="leave out bottom-up's extra layouts (the paper's per-Teacher budget, the continued "
+                       "schedule); their finished stages stay in the store")
     study.set_defaults(handler=_study)
 
     cache = commands.add_parser("cache-teacher",
@@ -315,20 +308,9 @@ def user_errors(debug: bool = False) -> tuple[type[BaseException], ...]:
     none under --debug, so that they end with their traceback."""
     if debug:
         return ()
-    from llava_ckd.config import ConfigError
-    from llava_ckd.data.conversations import DataError
-    from llava_ckd.distill.cache import CacheError
-    from llava_ckd.distill.heads import UnsupportedHead
-    from llava_ckd.eval.files import EvalDataError
-    from llava_ckd.eval.registry import UnknownBenchmarkError
-    from llava_ckd.eval.run import EvalRunError
-    from llava_ckd.models.build import ModelError
-    from llava_ckd.study.run import StudyError
-    from llava_ckd.train.inputs import StageInputsChanged
-    from llava_ckd.train.trainer import LossNotFinite
+    from llava_ckd.errors import UserError
 
-    return (ConfigError, DataError, CacheError, EvalDataError, EvalRunError, UnknownBenchmarkError, ModelError,
-            StudyError, StageInputsChanged, LossNotFinite, UnsupportedHead, FileNotFoundError)
+    return UserError, FileNotFoundError
 
 
 def error_line(err: BaseException) -> str:

@@ -6,49 +6,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.loss import LossWeights
+from llava_ckd.errors import UserError
 from llava_ckd.models.parts import PARTS
-from llava_ckd.models.presets import PRESETS
+from llava_ckd.models.source import ModelSource, Strict
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file that cannot be used; the message names the file and the field."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSource(Strict):
-    """Exactly one of: a checkpoint (`path`), a composition (`vision` + `llm`), or a tiny `preset`."""
-
-    path: str | None = None
-    vision: str | None = None
-    llm: str | None = None
-    vision_feature_layer: int = -2
-    preset: str | None = None
-    tokenizer: Path | None = None
-    vision_init: Path | None = None
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ModelSource:
-        sources = [self.path is not None, self.vision is not None or self.llm is not None, self.preset is not None]
-        if sum(sources) != 1:
-            raise ValueError("give exactly one of: path, vision + llm, preset")
-        if (self.vision is None) != (self.llm is None):
-            raise ValueError("composition needs both vision and llm")
-        if self.preset is not None:
-            if self.preset not in PRESETS:
-                raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
-            if self.tokenizer is None:
-                raise ValueError("a preset needs a tokenizer folder")
-        elif self.vision_init is not None:
-            raise ValueError("vision_init applies to presets only")
-        return self
 
 
 class DataConfig(Strict):

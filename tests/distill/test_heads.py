@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llava_ckd.data.conversations import IGNORE_INDEX
 from llava_ckd.distill.divergences import DIVERGENCES, DivergenceSpec
-from llava_ckd.distill.heads import IGNORE_INDEX, fused_head_loss, head_kd_loss
+from llava_ckd.distill.heads import fused_head_loss, head_kd_loss
 
 TOKENS, STUDENT_DIM, TEACHER_DIM = 37, 8, 12
 STUDENT_ROWS, TEACHER_ROWS, VOCAB = 53, 61, 50

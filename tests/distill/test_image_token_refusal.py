@@ -5,7 +5,7 @@ import pytest
 
 from llava_ckd.data.conversations import DataError, Sample
 from llava_ckd.distill.loss import LossWeights
-from llava_ckd.train.distill import refuse_other_image_tokens
+from llava_ckd.train.teacher_side import refuse_other_image_tokens
 
 
 def sample(record: int, image_tokens: list[int]) -> Sample:

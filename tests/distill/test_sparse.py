@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from llava_ckd.data.conversations import IGNORE_INDEX
 from llava_ckd.distill.divergences import forward_kl
-from llava_ckd.distill.heads import IGNORE_INDEX
 from llava_ckd.distill.sparse import SparseTeacherSignal, sparse_forward_kl, sparse_head_kd_loss
 
 TOKENS, VOCAB = 9, 30

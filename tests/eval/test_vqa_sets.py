@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from llava_ckd.data.conversations import SHORT_ANSWER_SUFFIX
 from llava_ckd.eval.answers import read_answers, write_answers
 from llava_ckd.eval.files import EvalDataError
 from llava_ckd.eval.gqa import GQA
-from llava_ckd.eval.questions import SHORT_ANSWER_SUFFIX
 from llava_ckd.eval.textvqa import TEXTVQA, question_from_prompt
 from llava_ckd.eval.vizwiz import VIZWIZ
 from llava_ckd.eval.vqav2 import VQAV2

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForImageTextToText
 
-from llava_ckd.config import ModelSource, StageConfig
+from llava_ckd.config import StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset, TeacherView
 from llava_ckd.data.conversations import IGNORE_INDEX, DataError, load_conversations
 from llava_ckd.distill.cache import write_teacher_cache
@@ -22,6 +22,7 @@ from llava_ckd.eval.run import evaluate
 from llava_ckd.models.build import ModelError, load_vlm
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import PARTS, set_trainable
+from llava_ckd.models.source import ModelSource
 from llava_ckd.train.stage import run_stage
 from tests.families.conftest import FAMILIES, IMAGES, RECORDS, save
 

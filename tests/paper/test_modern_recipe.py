@@ -19,7 +19,7 @@ from transformers import (
 )
 from transformers.utils import is_torchvision_available
 
-from llava_ckd.cascade.run import MANIFEST, plan_cascade, run_stages
+from llava_ckd.cascade.run import STAGE_MANIFEST, plan_cascade, run_stages
 from llava_ckd.models import published
 from llava_ckd.models.build import load_vlm
 from tests.families.conftest import QWEN_VL_TOKENS, qwen_vl_token_ids, with_named_tokens
@@ -105,6 +105,6 @@ def test_every_stage_runs_one_step_at_tiny_width(offline_hub, qwen_vl_hub, paper
     cascade = plan_cascade(tiny_run_recipe(RECIPE, paper_workdir / "recipes"))
     run_stages(cascade, echo=lambda message: None)
     for node in cascade.stages:
-        manifest = json.loads((node.directory / MANIFEST).read_text())
+        manifest = json.loads((node.directory / STAGE_MANIFEST).read_text())
         assert manifest["status"] == "finished", cascade.name(node)
         assert manifest["metrics"]["global_step"] == 1, cascade.name(node)

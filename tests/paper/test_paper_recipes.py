@@ -16,7 +16,7 @@ from safetensors import safe_open
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoConfig, AutoTokenizer, LlavaForConditionalGeneration
 
-from llava_ckd.cascade.run import CASCADE_FILE, MANIFEST, plan_cascade, run_stages
+from llava_ckd.cascade.run import CASCADE_FILE, STAGE_MANIFEST, plan_cascade, run_stages
 from llava_ckd.models import published
 
 from .conftest import INSTRUCT, INSTRUCT_JSON, PRETRAIN, PRETRAIN_JSON
@@ -168,7 +168,7 @@ def test_every_stage_of_both_paper_recipes_runs_at_tiny_width(offline_hub, paper
 
         for node in cascade.stages:
             name = cascade.name(node)
-            manifest = json.loads((node.directory / MANIFEST).read_text())
+            manifest = json.loads((node.directory / STAGE_MANIFEST).read_text())
             assert manifest["status"] == "finished", name
             assert manifest["metrics"]["global_step"] == 1, name
             if "-from-" in node.step:

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from llava_ckd.models.shapes import ModelShape
 from llava_ckd.plan.memory import (
     ENGINES,
     Step,
@@ -15,7 +16,6 @@ from llava_ckd.plan.memory import (
     total,
     working_copies,
 )
-from llava_ckd.plan.shapes import ModelShape
 
 # A made-up model with round numbers: 100 vision, 10 projector, 1,000 LLM parameters (tied head of 50 rows × 8)
 MODEL = ModelShape(parts={"vision": 100, "projector": 10, "llm": 1_000}, input_embedding=400, hidden=8, kv_hidden=2,

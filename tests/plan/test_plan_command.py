@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from llava_ckd.cli import main
-from llava_ckd.config import ModelSource
 from llava_ckd.data.conversations import load_conversations
 from llava_ckd.models import build_preset
 from llava_ckd.models.published import SIGLIP_SO400M
+from llava_ckd.models.shapes import shape_of
+from llava_ckd.models.source import ModelSource
 from llava_ckd.plan.flops import inference_flops, training_flops
-from llava_ckd.plan.shapes import shape_of
 from llava_ckd.plan.tokens import assumed, count_tokens
 from tests.cascade.conftest import recipe_dict, write_recipe
 from tests.test_cli_errors import error_of

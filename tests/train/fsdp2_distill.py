@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from llava_ckd.distill.engines import shard_layers
+from llava_ckd.engines import shard_layers
 from tests.train.sharded_step import Step
 
 LAYERS = {"Qwen2DecoderLayer", "CLIPEncoderLayer"}

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from deepspeed.utils import safe_get_full_grad
 
-from llava_ckd.distill.engines import is_zero3_partitioned, zero3_inference
+from llava_ckd.engines import is_zero3_partitioned, zero3_inference
 from tests.train.sharded_step import BATCH, Step
 
 

@@ -1,7 +1,7 @@
 """Teacher capacities (parameter counts) without loading weights, and the check that the chain ascends.
 
 A checkpoint folder is counted from its safetensors headers; a preset, a composition or a hub id from its
-config, instantiated on the meta device (no memory, no weights, nothing downloaded: `plan/shapes.py`).
+config, instantiated on the meta device (no memory, no weights, nothing downloaded: `models/shapes.py`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from llava_ckd.cascade.recipe import Recipe
-from llava_ckd.config import ConfigError, ModelSource
-from llava_ckd.plan.shapes import shape_of
+from llava_ckd.config import ConfigError
+from llava_ckd.models.shapes import shape_of
+from llava_ckd.models.source import ModelSource
 
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
@@ -47,7 +48,7 @@ def checkpoint_parameters(folder: Path) -> int | None:
 
 def parameter_count(source: ModelSource, download: bool = False) -> int:
     """A checkpoint's from its weights' headers; any other model's (or a checkpoint without safetensors) from its
-    config on the meta device (`plan.shapes.shape_of`; a hub id's config from the hub if `download`)."""
+    config on the meta device (`models.shapes.shape_of`; a hub id's config from the hub if `download`)."""
     if source.path is not None:
         folder = Path(source.path)
         if not folder.is_dir() and not HUB_ID.match(source.path):

@@ -39,9 +39,10 @@ from llava_ckd.cascade.recipe import (
     without_distillation,
 )
 from llava_ckd.cascade.tokenizers import check_chain_tokenizers
-from llava_ckd.config import ConfigError, DataConfig, ModelSource, StageConfig
+from llava_ckd.config import ConfigError, DataConfig, StageConfig
 from llava_ckd.data.conversations import images_of
 from llava_ckd.fingerprint import file_sha256, folder_files
+from llava_ckd.models.source import ModelSource
 from llava_ckd.train.stage import FINAL
 
 DEFAULT_TOP_K = 64
@@ -317,10 +318,6 @@ class Expander:
         if not path.is_file():
             return {"data.conversations": conversations}
         return {"data.conversations": conversations, "data.images": images_of(path, data.images)}
-
-    def check_images(self, folder: Path | str | None, where: str) -> None:
-        if folder is not None and not Path(folder).is_dir():
-            self.absent(folder, f"{where}: data.images: folder not found: {folder}")
 
     def source_files(self, source: ModelSource, where: str) -> dict[str, object]:
         """Fingerprints of a model source's local folders; a hub id stands for itself."""

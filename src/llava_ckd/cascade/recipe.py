@@ -40,8 +40,9 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator
 
 from llava_ckd.cascade.plans import STUDENT, PlanName
-from llava_ckd.config import DISTILL_FIELDS, ConfigError, ModelSource, StageConfig, Strict, read_yaml, validate
+from llava_ckd.config import DISTILL_FIELDS, ConfigError, StageConfig, Strict, read_yaml, validate
 from llava_ckd.eval.registry import benchmark_names
+from llava_ckd.models.source import ModelSource
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SET_BY_CASCADE = ("model", "output_dir", "teacher")

@@ -18,14 +18,14 @@ from llava_ckd.cascade.lock import stage_lock
 from llava_ckd.cascade.recipe import load_recipe
 from llava_ckd.cascade.results import evaluate_plans, write_results
 from llava_ckd.config import StageConfig
-from llava_ckd.distill.cache import MANIFEST as SIGNALS_MANIFEST
-from llava_ckd.distill.cache import write_teacher_cache
-from llava_ckd.distill.engines import processes
+from llava_ckd.distill.cache import SIGNALS_MANIFEST, write_teacher_cache
+from llava_ckd.engines import processes
 from llava_ckd.models.load import model_from_source
+from llava_ckd.storage import write_whole
 from llava_ckd.train.inputs import finished, stage_inputs, stale_differences
 from llava_ckd.train.stage import checkpoint_complete, run_stage
 
-MANIFEST = "manifest.json"
+STAGE_MANIFEST = "manifest.json"
 CASCADE_FILE = "cascade.json"
 
 
@@ -38,14 +38,12 @@ def plan_cascade(recipe_path: Path, missing_ok: bool = False) -> Cascade:
 
 
 def read_manifest(node: Node) -> dict | None:
-    path = node.directory / MANIFEST
+    path = node.directory / STAGE_MANIFEST
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_json(path: Path, content: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    partial.rename(path)
+    write_whole(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def output_complete(node: Node) -> bool:
@@ -142,7 +140,7 @@ def run_node(cascade: Cascade, node: Node, label: str, state, echo: Callable[[st
     if current == "done":
         previous = read_manifest(node)
         if state.is_main_process:
-            write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished",
+            write_json(node.directory / STAGE_MANIFEST, stage_manifest(cascade, node, "finished",
                                                                  previous["started_at"], previous["wall_seconds"]))
             echo(f"{label}: finished before, skipped")
         return
@@ -150,19 +148,19 @@ def run_node(cascade: Cascade, node: Node, label: str, state, echo: Callable[[st
     if state.is_main_process:
         echo(f"{label}: {'resuming from its last checkpoint' if current == 'resume' else 'running'}")
         node.directory.mkdir(parents=True, exist_ok=True)
-        write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "running", started_at, None))
+        write_json(node.directory / STAGE_MANIFEST, stage_manifest(cascade, node, "running", started_at, None))
     clock = time.perf_counter()
     try:
         execute(node, restart)
     except Exception as error:
         if state.is_main_process:
             failed = stage_manifest(cascade, node, "failed", started_at, round(time.perf_counter() - clock, 3))
-            write_json(node.directory / MANIFEST, failed | {"error": f"{type(error).__name__}: {error}"})
+            write_json(node.directory / STAGE_MANIFEST, failed | {"error": f"{type(error).__name__}: {error}"})
             write_cascade_file(cascade, {})
         raise
     wall_seconds = round(time.perf_counter() - clock, 3)
     if state.is_main_process:
-        write_json(node.directory / MANIFEST, stage_manifest(cascade, node, "finished", started_at, wall_seconds))
+        write_json(node.directory / STAGE_MANIFEST, stage_manifest(cascade, node, "finished", started_at, wall_seconds))
         write_cascade_file(cascade, {})
         echo(f"{label}: finished in {wall_seconds:.1f} s")
     state.wait_for_everyone()

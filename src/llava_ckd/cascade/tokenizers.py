@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 
 from llava_ckd.cascade.recipe import Recipe
-from llava_ckd.config import ConfigError, ModelSource
+from llava_ckd.config import ConfigError
 from llava_ckd.distill.vocab import shared_vocabulary
 from llava_ckd.models.build import ModelError
 from llava_ckd.models.load import tokenizer_from_source
+from llava_ckd.models.source import ModelSource
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,20 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
+from llava_ckd.errors import UserError
 from llava_ckd.fingerprint import file_sha256, images_fingerprint
+from llava_ckd.models.processors import processor_image_token_id
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
+from llava_ckd.storage import write_whole
 
 log = logging.getLogger(__name__)
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 IGNORE_INDEX = -100
+SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."   # LLaVA-1.5's short-answer prompt
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file that cannot be used at all."""
 
 
@@ -118,13 +122,6 @@ def read_records(path: Path) -> list[tuple[str, object]]:
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of conversation records, got {type(data).__name__}")
     return [(f"{path}[{index}]", record) for index, record in enumerate(data)]
-
-
-def image_token_id(processor: ProcessorMixin) -> int:
-    """The id of the token the model puts image features at (Gemma 3's processor matches `<start_of_image>`,
-    but its model reads the `<image_soft_token>`s the tokenizer names)."""
-    token_id = getattr(processor.tokenizer, "image_token_id", None)
-    return token_id if token_id is not None else processor.image_token_id
 
 
 def chat_template(processor: ProcessorMixin) -> str:
@@ -239,7 +236,7 @@ class ConversationEncoder:
         self.tokenizer = processor.tokenizer
         self.template = chat_template(processor)
         self.image_token = processor.image_token
-        self.image_token_id = image_token_id(processor)
+        self.image_token_id = processor_image_token_id(processor)
         self.image_folder = image_folder
         self.max_length = max_length
 
@@ -405,9 +402,8 @@ def write_cache(cache: Path, samples: list[Sample], report: SkipReport) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     rows = [[s.sample_id, s.input_ids, s.labels, [str(i) for i in s.images], s.image_tokens, s.record, s.truncated]
             for s in samples]
-    partial = cache.with_suffix(f".{os.getpid()}.partial")  # processes checking the same file at once each write
-    partial.write_text(json.dumps({"samples": rows, "report": report.to_dict()}))
-    partial.replace(cache)
+    # processes checking the same file at once each write their own staging file
+    write_whole(cache, json.dumps({"samples": rows, "report": report.to_dict()}), suffix=f".{os.getpid()}.partial")
 
 
 def read_cache(cache: Path) -> tuple[list[Sample], SkipReport]:

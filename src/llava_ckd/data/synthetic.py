@@ -92,11 +92,13 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from llava_ckd.data.conversations import SHORT_ANSWER_SUFFIX
+from llava_ckd.errors import UserError
+
 FORMAT_VERSION = 1
 EVAL_ANSWERS = 10
 SCENE_DRAWS = 10_000   # scenes drawn for one evaluation question before its forms are declared unable to vary
 BLEND_MIXES = (0.2, 0.35, 0.5)
-SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 IMAGE_PREFIX = "<image>\n"
 
 CATEGORIES = ("colour", "shape", "count", "existence", "position")
@@ -124,6 +126,10 @@ CAPTION_PROMPTS = (
 )
 
 
+class SpecError(UserError, ValueError):
+    """A benchmark spec that cannot be rendered; the message names the field."""
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """Everything that determines the benchmark's files."""
@@ -147,17 +153,17 @@ class SyntheticSpec:
             object.__setattr__(self, "forms", tuple(self.forms))
             known = [form for forms in FORMS.values() for form in forms]
             if (unknown := sorted(set(self.forms) - set(known))) or not self.forms:
-                raise ValueError(f"forms: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
+                raise SpecError(f"forms: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
         if self.image_size % self.grid:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of grid {self.grid}")
+            raise SpecError(f"image_size {self.image_size} is not a multiple of grid {self.grid}")
         if not (1 <= self.min_objects <= self.max_objects and 2 <= self.max_objects <= self.grid**2):
-            raise ValueError(f"need 1 <= min_objects <= max_objects and 2 <= max_objects <= grid**2 "
+            raise SpecError(f"need 1 <= min_objects <= max_objects and 2 <= max_objects <= grid**2 "
                              f"(relations need two objects), got {self.min_objects}, {self.max_objects}, "
                              f"grid {self.grid}")
         if not 0.0 <= self.blend <= 1.0:
-            raise ValueError(f"blend is a share of the objects, in [0, 1], got {self.blend}")
+            raise SpecError(f"blend is a share of the objects, in [0, 1], got {self.blend}")
         if min(self.n_train, self.n_val, self.n_test, self.n_captions) < 0 or self.turns < 1:
-            raise ValueError("split sizes must be >= 0 and turns >= 1")
+            raise SpecError("split sizes must be >= 0 and turns >= 1")
 
     def record(self) -> dict:
         """The spec as spec.json stores it (``blend`` and ``caption_turn`` only when set, so earlier benchmarks
@@ -506,7 +512,7 @@ def _eval_items(rng: random.Random, spec: SyntheticSpec, n_items: int) -> Iterat
             if len({q.answer for q in candidates}) >= 2:
                 break
         else:
-            raise ValueError(f"no scene of {SCENE_DRAWS} offers two different answers in category {category!r} "
+            raise SpecError(f"no scene of {SCENE_DRAWS} offers two different answers in category {category!r} "
                              f"with forms {', '.join(spec.forms or ())}: add a form of that category")
         yield _Item(scene, (balancer.pick_question(rng, candidates),))
 

@@ -39,23 +39,25 @@ from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from llava_ckd.data.collator import Collator, ConversationDataset
 from llava_ckd.data.conversations import Sample, images_of, load_conversations
-from llava_ckd.distill.engines import processes
 from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, check_plain_head
 from llava_ckd.distill.positions import response_mask
 from llava_ckd.distill.sparse import SparseTeacherSignal
 from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.distill.vocab import shared_vocab_size
+from llava_ckd.engines import processes
+from llava_ckd.errors import UserError
 from llava_ckd.fingerprint import file_sha256
+from llava_ckd.storage import whole_file, write_whole
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+SIGNALS_MANIFEST = "manifest.json"
 STARTED = "started.json"
 FORMAT = 2
 LOG_PROB_TOLERANCE = 1e-5
 
 
-class CacheError(ValueError):
+class CacheError(UserError, ValueError):
     """A Teacher cache that cannot be used, or written, as asked."""
 
 
@@ -86,12 +88,12 @@ def cache_key(tokenizer: PreTrainedTokenizerBase, conversations: Path, images: P
 
 def read_manifest(path: Path) -> dict:
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((path / SIGNALS_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CacheError(f"{path / MANIFEST}: unreadable ({error}); it was cut short or damaged: "
+        raise CacheError(f"{path / SIGNALS_MANIFEST}: unreadable ({error}); it was cut short or damaged: "
                          "write the cache again with `llava-ckd cache-teacher`") from None
     if not isinstance(manifest, dict):
-        raise CacheError(f"{path / MANIFEST}: not a Teacher cache manifest (a JSON object)")
+        raise CacheError(f"{path / SIGNALS_MANIFEST}: not a Teacher cache manifest (a JSON object)")
     return manifest
 
 
@@ -135,9 +137,8 @@ def _write_shard(path: Path, signals: list[SparseTeacherSignal], vocab_size: int
     if problem := value_problem(tensors, vocab_size):
         raise CacheError(f"{path}: the Teacher's signals hold {problem}; nothing written (a Teacher in half "
                          "precision that overflows? try --dtype fp32 or bf16)")
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial))
-    partial.rename(path)
+    with whole_file(path) as partial:
+        save_file(tensors, str(partial))
 
 
 def _start_folder(out: Path, settings: dict) -> None:
@@ -174,7 +175,7 @@ def write_teacher_cache(
     tokenizer = processor.tokenizer
     key = cache_key(tokenizer, conversations, images, max_length) | {"teacher": weights_sha256(model)}
     settings = {"format": FORMAT, "key": key, "top_k": top_k, "samples_per_shard": samples_per_shard}
-    if (out / MANIFEST).is_file():
+    if (out / SIGNALS_MANIFEST).is_file():
         existing = read_manifest(out)
         if {name: existing.get(name) for name in settings} == settings:
             log.info("Teacher cache %s is up to date", out)
@@ -227,9 +228,7 @@ def write_teacher_cache(
             "sample_ids": [sample.sample_id for sample in samples],
             "response_tokens": [response_token_count(sample) for sample in samples],
         }
-        partial = out / (MANIFEST + ".partial")
-        partial.write_text(json.dumps(manifest))
-        partial.rename(out / MANIFEST)
+        write_whole(out / SIGNALS_MANIFEST, json.dumps(manifest))
         (out / STARTED).unlink()
     state.wait_for_everyone()
     return out
@@ -240,8 +239,8 @@ class TeacherCache:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        if not (self.path / MANIFEST).is_file():
-            raise CacheError(f"no Teacher cache in {self.path} ({MANIFEST} missing): "
+        if not (self.path / SIGNALS_MANIFEST).is_file():
+            raise CacheError(f"no Teacher cache in {self.path} ({SIGNALS_MANIFEST} missing): "
                              "write one with `llava-ckd cache-teacher`")
         self.manifest = read_manifest(self.path)
         if self.manifest.get("format") != FORMAT:

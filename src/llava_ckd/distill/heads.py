@@ -20,12 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from llava_ckd.data.conversations import IGNORE_INDEX
 from llava_ckd.distill.divergences import DivergenceSpec, at_least_float32
+from llava_ckd.errors import UserError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-IGNORE_INDEX = -100
 # Tuned with benchmarks/kd_heads.py (Qwen2.5 vocabulary, CPU): smaller head chunks re-read the
 # head weight too often; 16 loss rows keep each softmax intermediate at ~10 MB.
 DEFAULT_CHUNK_SIZE = 256
@@ -37,7 +38,7 @@ ChunkKD = Callable[[slice], PartKD]
 """Rows of a head chunk -> the KD loss of parts of that chunk (the Teacher's side runs once per chunk)."""
 
 
-class UnsupportedHead(ValueError):
+class UnsupportedHead(UserError, ValueError):
     """A model whose logits are not its LM head's plain linear map of the hidden states."""
 
 

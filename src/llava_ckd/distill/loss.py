@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from llava_ckd.data.collator import IMAGE_TOKEN_COUNTS
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.engines import run_inside
 from llava_ckd.distill.heads import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_LOSS_CHUNK_SIZE,
@@ -37,6 +36,7 @@ from llava_ckd.distill.positions import final_hidden_states, next_token_targets,
 from llava_ckd.distill.relation import head_gram, rdist_loss
 from llava_ckd.distill.sparse import SparseTeacherSignal, sparse_head_kd_loss
 from llava_ckd.distill.teachers import OnlineTeacher, TeacherOutputs
+from llava_ckd.engines import run_inside
 
 SOFTMAX_PART_ELEMENTS = DEFAULT_LOSS_CHUNK_SIZE * 151_936
 """Logits per softmax part: the tuned default's at Qwen2.5's vocabulary (about 10 MB in fp32)."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llava_ckd.data.collator import IMAGE_TOKEN_COUNTS, TEACHER_PREFIX
-from llava_ckd.distill.heads import IGNORE_INDEX
+from llava_ckd.data.conversations import IGNORE_INDEX
 
 NOT_MODEL_INPUTS = ("labels", "sample_index", IMAGE_TOKEN_COUNTS)
 """Batch entries that the losses read but the model does not take (`teacher_*` entries are the Teacher's)."""

@@ -11,9 +11,9 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 
 from llava_ckd.data.collator import IMAGE_TOKEN_COUNTS, TEACHER_PREFIX
-from llava_ckd.distill.engines import full_weight, prepare_teacher
 from llava_ckd.distill.positions import final_hidden_states
 from llava_ckd.distill.relation import head_gram
+from llava_ckd.engines import full_weight, prepare_teacher
 
 
 class TeacherOutputs(NamedTuple):

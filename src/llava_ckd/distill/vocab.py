@@ -11,7 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from llava_ckd.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+class VocabularyMismatch(UserError, ValueError):
+    """Student and Teacher do not share the token ids logit KD compares."""
 
 
 class Tokenizer(Protocol):
@@ -25,7 +31,7 @@ class Tokenizer(Protocol):
 def shared_vocab_size(student_vocab_rows: int, teacher_vocab_rows: int, tokenizer_len: int) -> int:
     """Number of leading logit rows that KD compares: the shared tokenizer's length (or shared vocabulary's)."""
     if tokenizer_len > min(student_vocab_rows, teacher_vocab_rows):
-        raise ValueError(
+        raise VocabularyMismatch(
             f"the tokenizer has {tokenizer_len} tokens but the Student's LM head has {student_vocab_rows} "
             f"rows and the Teacher's {teacher_vocab_rows}: every token needs a row in both"
         )
@@ -54,7 +60,7 @@ def shared_vocabulary(student_tokenizer: Tokenizer, teacher_tokenizer: Tokenizer
     not_added = [(token_id, token) for token_id, token in beyond if token not in added]
     if not_added:
         token_id = min(token_id for token_id, _ in not_added)
-        raise ValueError(
+        raise VocabularyMismatch(
             f"Student tokenizer {student_tokenizer.name_or_path!r} ({len(student_vocab)} tokens) and "
             f"Teacher tokenizer {teacher_tokenizer.name_or_path!r} ({len(teacher_vocab)} tokens) differ "
             f"(first difference at id {token_id}: Student {student_tokens.get(token_id)!r}, Teacher "

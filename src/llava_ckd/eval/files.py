@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llava_ckd.errors import UserError
 
-class EvalDataError(ValueError):
+
+class EvalDataError(UserError, ValueError):
     """A benchmark or answer file is missing, malformed, or does not match its questions."""
 
 

@@ -19,9 +19,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_ckd.data.conversations import SHORT_ANSWER_SUFFIX
 from llava_ckd.eval.answers import answer_texts
 from llava_ckd.eval.files import EvalDataError, read_text
-from llava_ckd.eval.questions import SHORT_ANSWER_SUFFIX, EvalQuestion, read_llava_questions
+from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import format_table
 
 PERCEPTION = (

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_ckd.data.conversations import SHORT_ANSWER_SUFFIX
 from llava_ckd.eval.answers import answer_texts
 from llava_ckd.eval.files import read_jsonl
-from llava_ckd.eval.questions import MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, EvalQuestion
+from llava_ckd.eval.questions import MULTIPLE_CHOICE_SUFFIX, EvalQuestion
 from llava_ckd.eval.report import accuracy_summary, render_scores
 
 RANDOM_SEED = 42

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from llava_ckd.eval.files import read_jsonl
 
-SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 MULTIPLE_CHOICE_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 MULTIPLE_CHOICE_SUFFIX_CN = "\n请直接回答选项字母。"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from llava_ckd.eval.answers import read_answers
+from llava_ckd.errors import UserError
 from llava_ckd.eval.gqa import GQA
 from llava_ckd.eval.mmbench import MMBENCH, MMBENCH_CN
 from llava_ckd.eval.mme import MME
@@ -36,8 +36,8 @@ class Benchmark(Protocol):
     def render(self, result: dict) -> str: ...
 
 
-class UnknownBenchmarkError(LookupError):
-    pass
+class UnknownBenchmarkError(UserError, LookupError):
+    """A benchmark name this package does not score."""
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -54,8 +54,3 @@ def get_benchmark(name: str) -> Benchmark:
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError(f"unknown benchmark {name!r}; known: {', '.join(benchmark_names())}")
     return BENCHMARKS[name]
-
-
-def score_answer_file(name: str, data_dir: Path, answers_path: Path) -> dict:
-    """Score a LLaVA answer file with benchmark `name`, whose files are in `data_dir`."""
-    return get_benchmark(name).score(data_dir, read_answers(answers_path))

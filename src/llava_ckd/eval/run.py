@@ -30,6 +30,7 @@ from typing import Literal
 from PIL import Image
 from tqdm import tqdm
 
+from llava_ckd.errors import UserError
 from llava_ckd.eval.answers import answer_record, read_answers
 from llava_ckd.eval.files import EvalDataError, read_jsonl
 from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
@@ -37,6 +38,7 @@ from llava_ckd.eval.questions import EvalQuestion
 from llava_ckd.eval.registry import get_benchmark
 from llava_ckd.fingerprint import differences, folder_files, location_fingerprint
 from llava_ckd.models import load_vlm
+from llava_ckd.storage import write_whole
 
 ANSWERS_FILE = "answers.jsonl"
 RESULT_FILE = "result.json"
@@ -49,7 +51,7 @@ ImageUse = Literal["real", "blank", "shuffled"]
 IMAGE_USES: tuple[ImageUse, ...] = ("real", "blank", "shuffled")
 
 
-class EvalRunError(ValueError):
+class EvalRunError(UserError, ValueError):
     """An evaluation asked for with settings that cannot work (e.g. a batch size of 0)."""
 
 
@@ -134,13 +136,6 @@ def check_answers_folder(out_dir: Path, fingerprint: dict, restart: bool) -> Non
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LOG_PROBS_FILE).unlink(missing_ok=True)
     write_whole(fingerprint_path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
-
-
-def write_whole(path: Path, text: str) -> None:
-    """Write `path` through `path.partial` and a rename, so that a kill never leaves it half written."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 class LazyGenerator:

@@ -32,6 +32,7 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from llava_ckd.errors import UserError
 from llava_ckd.models.presets import IMAGE_SIZE, preset_config
 from llava_ckd.models.processors import load_processor
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
@@ -40,7 +41,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 Loaded = TypeVar("Loaded")
 
 
-class ModelError(OSError):
+class ModelError(UserError, OSError):
     """A model that cannot be loaded: not a checkpoint folder, corrupt weights, or a hub id that does not load."""
 
 
@@ -102,7 +103,7 @@ def loading(location: str, role: str, load: Callable[[], Loaded]) -> Loaded:
 def image_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if token_id is None or token_id == tokenizer.unk_token_id:
-        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no {IMAGE_TOKEN} token")
+        raise ModelError(f"tokenizer {tokenizer.name_or_path!r} has no {IMAGE_TOKEN} token")
     return token_id
 
 
@@ -136,7 +137,7 @@ def build_preset(
             return {name: tensor.shape for name, tensor in module.state_dict().items()}
 
         if shapes(trained) != shapes(model.model.vision_tower):
-            raise ValueError(f"vision tower in {vision_init} does not have the shape of preset {name}'s")
+            raise ModelError(f"vision tower in {vision_init} does not have the shape of preset {name}'s")
         model.model.vision_tower.load_state_dict(trained.state_dict())
     return model.eval(), llava_processor(config, tokenizer, preset_image_processor(config.vision_config))
 
@@ -224,7 +225,7 @@ def compose_vlm(
         model._init_weights(module)
     model.to(DTYPES[dtype])
     if tokenizer.chat_template is None:
-        raise ValueError(f"LLM tokenizer {llm!s} has no chat template; use an instruct/chat checkpoint")
+        raise ModelError(f"LLM tokenizer {llm!s} has no chat template; use an instruct/chat checkpoint")
     image_processor = loading(vision, "vision model",
                               lambda: AutoImageProcessor.from_pretrained(vision, use_fast=False))
     processor = llava_processor(config, tokenizer, image_processor)

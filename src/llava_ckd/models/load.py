@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
-from llava_ckd.config import ModelSource
-from llava_ckd.data.conversations import image_token_id
 from llava_ckd.models.build import (
     ModelError,
     build_preset,
@@ -15,6 +13,8 @@ from llava_ckd.models.build import (
     load_vlm,
     loading,
 )
+from llava_ckd.models.processors import processor_image_token_id
+from llava_ckd.models.source import ModelSource
 
 
 def model_from_source(source: ModelSource, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
@@ -45,7 +45,7 @@ def tokenizer_from_source(source: ModelSource) -> PreTrainedTokenizerBase:
 
 def checked(model: PreTrainedModel, processor: ProcessorMixin, name: str) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Refuse a checkpoint whose processor marks images with another token than the one its model reads."""
-    expected, marked = model.config.image_token_id, image_token_id(processor)
+    expected, marked = model.config.image_token_id, processor_image_token_id(processor)
     if expected != marked:
         raise ModelError(f"{name}: the model reads image features at token id {expected}, its processor writes image "
                          f"tokens as id {marked} ({processor.tokenizer.convert_ids_to_tokens(marked)!r})")

@@ -81,3 +81,10 @@ def load_processor(location: str, config: PreTrainedConfig) -> ProcessorMixin:
                     "processed as with it, videos are not)", location, processor_class.__name__, reason,
                     processor_class.__name__)
         return processor
+
+
+def processor_image_token_id(processor: ProcessorMixin) -> int:
+    """The id of the token the model puts image features at (Gemma 3's processor matches `<start_of_image>`,
+    but its model reads the `<image_soft_token>`s the tokenizer names)."""
+    token_id = getattr(processor.tokenizer, "image_token_id", None)
+    return token_id if token_id is not None else processor.image_token_id

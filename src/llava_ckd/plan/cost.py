@@ -10,15 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
-
 from llava_ckd.cascade.expand import Cascade, Node, SignalsJob
 from llava_ckd.cascade.plans import STUDENT
-from llava_ckd.config import ConfigError, ModelSource, OnlineTeacherConfig, StageConfig
-from llava_ckd.models.tokenizer import IMAGE_TOKEN
+from llava_ckd.config import ConfigError, OnlineTeacherConfig, StageConfig
+from llava_ckd.models.load import tokenizer_from_source
+from llava_ckd.models.shapes import TYPICAL_IMAGE, ConfigAbsent, ImageSize, ModelShape, ShapeError, shape_of
+from llava_ckd.models.source import ModelSource
 from llava_ckd.plan.flops import inference_flops, training_flops
 from llava_ckd.plan.memory import ENGINES, GB, Step, Term, memory, smallest_change, total
-from llava_ckd.plan.shapes import TYPICAL_IMAGE, ConfigAbsent, ImageSize, ModelShape, ShapeError, shape_of
 from llava_ckd.plan.tokens import Tokens, assumed, count_tokens
 
 
@@ -138,16 +137,6 @@ def source_field(cascade: Cascade, model: str) -> str:
     return f"teachers.{cascade.recipe.chain.index(model.removeprefix('teacher-'))}.model"
 
 
-def tokenizer_of(source: ModelSource) -> PreTrainedTokenizerBase:
-    """The tokenizer a stage encodes its data with (local files only); OSError/ValueError when it is absent."""
-    if source.preset is not None:
-        return AutoTokenizer.from_pretrained(source.tokenizer)
-    tokenizer = AutoTokenizer.from_pretrained(source.path or source.llm, local_files_only=True)
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    return tokenizer
-
-
 class Planner:
     def __init__(self, cascade: Cascade, hardware: Hardware, assumptions: Assumptions):
         self.cascade, self.hardware, self.assumptions = cascade, hardware, assumptions
@@ -178,7 +167,7 @@ class Planner:
         if not conversations.is_file():
             return fallback or f"{conversations} not there: {hint}"
         try:
-            tokenizer = tokenizer_of(origin_source(self.cascade, model))
+            tokenizer = tokenizer_from_source(origin_source(self.cascade, model))
         except (OSError, ValueError) as error:
             reason = f"tokenizer of {model} not available here ({str(error).splitlines()[0]})"
             return fallback or f"{reason}: {hint}"

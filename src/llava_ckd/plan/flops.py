@@ -8,7 +8,7 @@ on the image tokens (a patch merger: one per merged group). The fused heads run 
 
 from __future__ import annotations
 
-from llava_ckd.plan.shapes import ModelShape
+from llava_ckd.models.shapes import ModelShape
 from llava_ckd.plan.tokens import Tokens
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from llava_ckd.plan.shapes import ModelShape
+from llava_ckd.models.shapes import ModelShape
 
 GB = 1e9
 ENGINES = ("ddp", "zero2", "zero3", "fsdp")
@@ -97,7 +97,7 @@ def model_states(model: ModelShape, step: Step, engine: str, gpus: int) -> dict[
 
 def teacher_weights(step: Step, engine: str, gpus: int) -> Term:
     """The online Teacher's weights, in the stage's half precision (fp32 in an fp32 stage), placed as
-    `distill/engines.py::prepare_teacher` does: replicated under DDP and ZeRO-2, partitioned by a ZeRO-3
+    `engines.py::prepare_teacher` does: replicated under DDP and ZeRO-2, partitioned by a ZeRO-3
     inference engine, layers sharded by FSDP2 while the rest (embeddings, head, projector, vision embeddings)
     stays whole."""
     teacher = step.teacher

@@ -26,11 +26,12 @@ from llava_ckd.cascade.expand import Cascade, Node
 from llava_ckd.cascade.recipe import load_recipe
 from llava_ckd.cascade.run import plan_cascade, run_cascade, run_stages
 from llava_ckd.config import read_yaml
+from llava_ckd.errors import UserError
 from llava_ckd.study.summary import write_summary
 from llava_ckd.study.variants import CHAIN, Job, write_jobs
 
 
-class StudyError(RuntimeError):
+class StudyError(UserError, RuntimeError):
     """Some of a study's jobs failed; the message names them and their logs."""
 
 

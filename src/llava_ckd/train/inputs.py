@@ -14,9 +14,12 @@ import json
 import shutil
 from pathlib import Path
 
-from llava_ckd.config import CachedTeacherConfig, ModelSource, StageConfig
+from llava_ckd.config import CachedTeacherConfig, StageConfig
 from llava_ckd.data.conversations import images_of
+from llava_ckd.errors import UserError
 from llava_ckd.fingerprint import differences, file_sha256, location_fingerprint
+from llava_ckd.models.source import ModelSource
+from llava_ckd.storage import write_whole
 
 INPUTS_FILE = "inputs.json"
 FINAL = "final"
@@ -25,7 +28,7 @@ STAGE_OUTPUTS = ("checkpoint-*", "checkpoint.partial", FINAL, FINAL + ".partial"
                  INPUTS_FILE)
 
 
-class StageInputsChanged(ValueError):
+class StageInputsChanged(UserError, ValueError):
     """The stage's folder holds work made from other inputs."""
 
 
@@ -60,9 +63,7 @@ def read_inputs(folder: Path) -> dict | None:
 
 
 def write_inputs(folder: Path, inputs: dict) -> None:
-    partial = folder / (INPUTS_FILE + ".partial")
-    partial.write_text(json.dumps(inputs, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    partial.replace(folder / INPUTS_FILE)
+    write_whole(folder / INPUTS_FILE, json.dumps(inputs, indent=1, sort_keys=True) + "\n")
 
 
 def finished(config: StageConfig, inputs: dict | None = None) -> bool:

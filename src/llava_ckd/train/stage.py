@@ -28,13 +28,13 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from llava_ckd.config import StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset, cacheable_images
 from llava_ckd.data.conversations import load_conversations
-from llava_ckd.distill.engines import DISTRIBUTED_TIMEOUT
 from llava_ckd.distill.heads import check_plain_head
 from llava_ckd.distill.loss import Distiller
+from llava_ckd.engines import DISTRIBUTED_TIMEOUT
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import set_trainable
-from llava_ckd.train.distill import build_distiller
 from llava_ckd.train.inputs import FINAL, claim_output_dir, finished, stage_inputs, write_inputs
+from llava_ckd.train.teacher_side import build_distiller
 from llava_ckd.train.trainer import StageTrainer
 
 log = logging.getLogger(__name__)

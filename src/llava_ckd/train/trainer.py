@@ -18,6 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from llava_ckd.config import ScheduleWindow
 from llava_ckd.distill.loss import Distiller, TargetCounts
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ LOSS_SUM_FILE = "loss_sum.json"
 CHECKPOINT_STAGING = "checkpoint.partial"
 
 
-class LossNotFinite(ValueError):
+class LossNotFinite(UserError, ValueError):
     """Training diverged: a loss term is NaN or infinite."""
 
 

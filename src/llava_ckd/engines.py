@@ -26,6 +26,8 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, extract_model_from_parallel
 from torch import Tensor, nn
 
+from llava_ckd.errors import UserError
+
 Result = TypeVar("Result")
 
 DISTRIBUTED_TIMEOUT = timedelta(hours=2)
@@ -105,7 +107,7 @@ def zero3_inference(teacher: nn.Module, training_config: dict) -> nn.Module:
 def _fsdp2_shard_layers(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
     plugin = accelerator.state.fsdp_plugin
     if plugin.fsdp_version != 2:
-        raise ValueError("an online Teacher under FSDP needs fsdp_version: 2 (configs/accelerate/fsdp.yaml)")
+        raise UserError("an online Teacher under FSDP needs fsdp_version: 2 (configs/accelerate/fsdp.yaml)")
     layer_classes = set(plugin.transformer_cls_names_to_wrap or teacher._no_split_modules or ())
     return shard_layers(teacher.to(accelerator.device), layer_classes)
 
@@ -117,7 +119,7 @@ def shard_layers(model: nn.Module, layer_classes: set[str]) -> nn.Module:
 
     layers = [module for module in model.modules() if type(module).__name__ in layer_classes]
     if not layers:
-        raise ValueError(f"found no layer of {sorted(layer_classes)} to shard in {type(model).__name__}; "
+        raise UserError(f"found no layer of {sorted(layer_classes)} to shard in {type(model).__name__}; "
                          "set fsdp_transformer_layer_cls_to_wrap")
     for layer in reversed(layers):  # inner units before the units that contain them
         fully_shard(layer, reshard_after_forward=True)

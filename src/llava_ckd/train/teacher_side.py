@@ -50,7 +50,7 @@ def refuse_answers_beyond(samples: list[Sample], vocab_size: int, tokenizer) -> 
     for sample in samples:
         beyond = [token for token in response_ids(sample) if token >= vocab_size]
         if beyond:
-            raise ValueError(f"sample {sample.sample_id}: answer token {tokenizer.convert_ids_to_tokens(beyond[0])!r} "
+            raise DataError(f"sample {sample.sample_id}: answer token {tokenizer.convert_ids_to_tokens(beyond[0])!r} "
                              f"(id {beyond[0]}) lies outside the {vocab_size} token ids Teacher and Student share")
 
 

@@ -8,7 +8,6 @@ from PIL import Image
 from transformers import LlavaForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-from llava_ckd.config import ModelSource
 from llava_ckd.models import build_preset
 from llava_ckd.models.parts import set_trainable
 from llava_ckd.models.presets import PRESETS
@@ -19,8 +18,9 @@ from llava_ckd.models.published import (
     llava_config,
     qwen25_vl_config,
 )
+from llava_ckd.models.shapes import ConfigAbsent, ImageSize, ShapeError, count_shape, shape_of
+from llava_ckd.models.source import ModelSource
 from llava_ckd.plan.flops import forward_flops
-from llava_ckd.plan.shapes import ConfigAbsent, ImageSize, ShapeError, count_shape, shape_of
 from llava_ckd.plan.tokens import assumed
 
 

@@ -30,7 +30,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-from llava_ckd.config import ModelSource
+from llava_ckd.errors import UserError
 from llava_ckd.models.build import composition_config, image_token_id
 from llava_ckd.models.load import preset_tokenizer
 from llava_ckd.models.parts import PARTS, part_of
@@ -44,12 +44,13 @@ from llava_ckd.models.published import (
     text_config,
     vision_config,
 )
+from llava_ckd.models.source import ModelSource
 
 FSDP_UNITS = ("Qwen2DecoderLayer", "SiglipEncoderLayer", "CLIPEncoderLayer")
 """The layer classes configs/accelerate/fsdp.yaml wraps (FSDP2 units; the rest forms the root unit)."""
 
 
-class ShapeError(ValueError):
+class ShapeError(UserError, ValueError):
     """A model whose config is there but cannot be read, or of a family the rules do not cover."""
 
 
