@@ -144,6 +144,15 @@ class Origin:
     where: str
 
 
+def origin(recipe: Recipe, model: str) -> Origin:
+    """The origin of the Student or of a Teacher, by its name in the recipe or its label (`teacher-<name>`)."""
+    if model == STUDENT:
+        return Origin(recipe.student, False, "student")
+    name = model.removeprefix("teacher-")
+    teacher = recipe.teacher(name)
+    return Origin(teacher.model, teacher.ready, f"teachers.{recipe.chain.index(name)}.model")
+
+
 @dataclass(frozen=True)
 class TeacherInput:
     """The Teacher of a distilling stage: its name in the chain, the model it is, and its cached signals if any."""
@@ -171,10 +180,7 @@ class Expander:
         return ConfigError(f"{self.source}: {message}")
 
     def origin(self, model: str) -> Origin:
-        if model == STUDENT:
-            return Origin(self.recipe.student, False, "student")
-        teacher = self.recipe.teacher(model)
-        return Origin(teacher.model, teacher.ready, f"teachers.{self.recipe.chain.index(model)}.model")
+        return origin(self.recipe, model)
 
     def route(self, plan: str, model: str) -> Route:
         key = (plan, model)

@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from llava_ckd.cascade.expand import Cascade, Node, SignalsJob
-from llava_ckd.cascade.plans import STUDENT
+from llava_ckd.cascade.expand import Cascade, Node, SignalsJob, origin
 from llava_ckd.config import ConfigError, OnlineTeacherConfig, StageConfig
 from llava_ckd.models.load import tokenizer_from_source
 from llava_ckd.models.shapes import TYPICAL_IMAGE, ConfigAbsent, ImageSize, ModelShape, ShapeError, shape_of
-from llava_ckd.models.source import ModelSource
 from llava_ckd.plan.flops import inference_flops, training_flops
 from llava_ckd.plan.memory import ENGINES, GB, Step, Term, memory, smallest_change, total
 from llava_ckd.plan.tokens import Tokens, assumed, count_tokens
@@ -124,19 +122,6 @@ class CascadePlan:
     """Every stage once."""
 
 
-def origin_source(cascade: Cascade, model: str) -> ModelSource:
-    """The recipe's source of a model label ("student", "teacher-<name>"): the architecture every stage keeps."""
-    if model == STUDENT:
-        return cascade.recipe.student
-    return cascade.recipe.teacher(model.removeprefix("teacher-")).model
-
-
-def source_field(cascade: Cascade, model: str) -> str:
-    if model == STUDENT:
-        return "student"
-    return f"teachers.{cascade.recipe.chain.index(model.removeprefix('teacher-'))}.model"
-
-
 class Planner:
     def __init__(self, cascade: Cascade, hardware: Hardware, assumptions: Assumptions):
         self.cascade, self.hardware, self.assumptions = cascade, hardware, assumptions
@@ -146,13 +131,13 @@ class Planner:
     def shape(self, model: str) -> ModelShape | str:
         """The shape of a model label, or why it is unknown; a config that exists but cannot be read is an error."""
         if model not in self.shapes:
+            start = origin(self.cascade.recipe, model)
             try:
-                self.shapes[model] = shape_of(origin_source(self.cascade, model),
-                                              image_size=self.assumptions.image_size)
+                self.shapes[model] = shape_of(start.source, image_size=self.assumptions.image_size)
             except ConfigAbsent as absent:
                 self.shapes[model] = str(absent)
             except (ShapeError, OSError) as error:
-                raise ConfigError(f"{self.cascade.source}: {source_field(self.cascade, model)}: {error}") from None
+                raise ConfigError(f"{self.cascade.source}: {start.where}: {error}") from None
         return self.shapes[model]
 
     def tokens(self, model: str, shape: ModelShape, conversations: Path, max_length: int) -> Tokens | str:
@@ -167,7 +152,7 @@ class Planner:
         if not conversations.is_file():
             return fallback or f"{conversations} not there: {hint}"
         try:
-            tokenizer = tokenizer_from_source(origin_source(self.cascade, model))
+            tokenizer = tokenizer_from_source(origin(self.cascade.recipe, model).source)
         except (OSError, ValueError) as error:
             reason = f"tokenizer of {model} not available here ({str(error).splitlines()[0]})"
             return fallback or f"{reason}: {hint}"
