@@ -1,9 +1,9 @@
-"""Write the demo's shipped Teacher from a finished study: its `small` Teacher (Teacher set 0) in fp16 with its
-processor, and the shared vision tower.
+"""Write the demo's shipped Teacher from a finished study: its `small` Teacher (Teacher set 0) with its processor,
+and the shared vision tower, in fp32 as the study trained them, so that the demo's seeds repeat the study's.
 
     python scripts/export_demo_teachers.py runs/uncertain checkpoints/demo-teachers
 
-`llava-ckd demo` loads it as a ready Teacher (in fp32) and builds its Student on the same tokenizer and tower.
+`llava-ckd demo` loads it as a ready Teacher and builds its Student on the same tokenizer and tower.
 `--teachers` writes others of the study beside it.
 """
 
@@ -13,7 +13,6 @@ import argparse
 import shutil
 from pathlib import Path
 
-import torch
 from transformers import AutoModel
 
 from llava_ckd.cascade.run import plan_cascade
@@ -33,11 +32,11 @@ def main() -> None:
     for name in args.teachers:
         node = own_training(cascade, f"teacher-{name}")
         model, processor = load_vlm(node.output)
-        model.to(torch.float16).save_pretrained(args.out / name)
+        model.save_pretrained(args.out / name)
         processor.save_pretrained(args.out / name)
         print(f"{name}: {node.output} -> {args.out / name}")
     vision = cascade.recipe.student.vision_init
-    AutoModel.from_pretrained(vision).to(torch.float16).save_pretrained(args.out / "vision")
+    AutoModel.from_pretrained(vision).save_pretrained(args.out / "vision")
     print(f"vision tower: {vision} -> {args.out / 'vision'}")
 
 

@@ -4,8 +4,8 @@ Student's own training at the same step budget, on answers that carry real uncer
 1. render the synthetic benchmark of the study (configs/cascade/uncertain.yaml): up to 3 objects, 60% of them
    painted between two neighbouring colours so that annotators disagree as the scene makes them; colour, shape
    and count forms, scored with VQAv2's soft accuracy over 10 annotator answers;
-2. take the shipped Teacher (`checkpoints/demo-teachers`: the study's `small` Teacher in fp16, with its tokenizer
-   and the shared vision tower, written from a finished study by `scripts/export_demo_teachers.py`);
+2. take the shipped Teacher (`checkpoints/demo-teachers`: the study's `small` Teacher, with its tokenizer and the
+   shared vision tower, in fp32 as trained, written from a finished study by `scripts/export_demo_teachers.py`);
 3. run `llava-ckd study` on it over paired seeds: per seed the Student is pretrained on captions, then trained the
    same number of steps by `none` (its own fine-tuning) and by `direct` KD from the Teacher (cached signals);
 4. write `report.md`: the Teacher, the Student before KD, both rows with their paired difference and the
@@ -102,6 +102,8 @@ def conclusions(summary: dict) -> list[str]:
     seeds = len(summary["seeds"])
     lines = [f"## What {seeds} seeds can and cannot say", ""]
     for row in summary["rows"]:
+        if row["label"] == "none":
+            continue
         for baseline in ("none", "direct"):
             difference = row.get(f"vs_{baseline}")
             if not difference or difference.get("n", 0) < 2:
