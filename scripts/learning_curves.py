@@ -22,11 +22,12 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import yaml  # noqa: E402
 
 from llava_ckd.cascade.plans import STUDENT  # noqa: E402
-from llava_ckd.cascade.recipe import load_recipe  # noqa: E402
+from llava_ckd.cascade.recipe import Recipe, load_recipe  # noqa: E402
 from llava_ckd.cascade.run import plan_cascade, run_cascade  # noqa: E402
 from llava_ckd.config import read_yaml  # noqa: E402
-from llava_ckd.eval.run import evaluate  # noqa: E402
+from llava_ckd.study.summary import evaluated  # noqa: E402
 from llava_ckd.study.variants import Variant, derived_recipe, direct_name  # noqa: E402
+from llava_ckd.train.stage import numbered_checkpoints  # noqa: E402
 
 PLANS = ("none", "direct")
 
@@ -50,13 +51,13 @@ def curve_recipe(recipe_path: Path, teacher: str, seed: int, every: int, out: Pa
     return path
 
 
-def checkpoint_scores(stage_dir: Path, benchmark: str, val: Path, batch_size: int) -> list[dict]:
-    """Every checkpoint of a stage, scored on val, by step."""
+def checkpoint_scores(stage_dir: Path, recipe: Recipe) -> list[dict]:
+    """Every checkpoint of a stage, scored on val, by step (answers kept where the study's plateau check keeps
+    them)."""
     scores = []
-    for checkpoint in sorted(stage_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1])):
-        result = evaluate(checkpoint, benchmark, val, checkpoint / "eval" / f"{benchmark}-val", batch_size)
-        scores.append({"step": int(checkpoint.name.split("-")[1]), "accuracy": result["accuracy"],
-                       "log_likelihood": result.get("log_likelihood")})
+    for step, checkpoint in numbered_checkpoints(stage_dir):
+        result = evaluated(checkpoint, stage_dir / "eval" / checkpoint.name, recipe, "val")
+        scores.append({"step": step, "accuracy": result["accuracy"], "log_likelihood": result.get("log_likelihood")})
     return scores
 
 
@@ -96,10 +97,8 @@ def main() -> None:
     for seed in range(args.seeds):
         cascade = plan_cascade(curve_recipe(args.recipe, args.teacher, seed, args.every, args.out, args.store))
         run_cascade(cascade)
-        evaluation = cascade.recipe.evaluation
         for plan in PLANS:
-            curves[plan][seed] = checkpoint_scores(cascade.students[plan].job.output_dir, evaluation.benchmark,
-                                                   evaluation.data, evaluation.batch_size)
+            curves[plan][seed] = checkpoint_scores(cascade.students[plan].job.output_dir, cascade.recipe)
             print(f"seed {seed} {plan}: " + ", ".join(f"{p['step']}: {p['accuracy']:.1f}" for p in curves[plan][seed]))
     (args.out / "curves.json").write_text(json.dumps({"teacher": args.teacher, "curves": curves}, indent=2) + "\n")
     plot(curves, args.out / "curves.png", args.teacher)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -25,6 +24,7 @@ from llava_ckd.eval.run import IMAGE_USES, VISION_MARGIN, evaluate
 from llava_ckd.study.plots import plot_gap_curve, plot_plans
 from llava_ckd.study.stats import describe, paired
 from llava_ckd.study.variants import CHAIN, CONTINUED, PER_TEACHER, Job
+from llava_ckd.train.stage import numbered_checkpoints
 
 PLATEAU_FRACTION = 0.75
 EXTRA_METRICS = ("modal_accuracy", "log_likelihood", "ece")
@@ -129,9 +129,7 @@ def plateau(node: Node, recipe: Recipe) -> dict | None:
     if recipe.evaluation.val is None:
         return None
     steps = node.job.max_steps
-    checkpoints = sorted((int(m.group(1)), path) for path in node.directory.glob("checkpoint-*")
-                         if (m := re.fullmatch(r"checkpoint-(\d+)", path.name)))
-    earlier = [(step, path) for step, path in checkpoints if step <= PLATEAU_FRACTION * steps]
+    earlier = [(step, path) for step, path in numbered_checkpoints(node.directory) if step <= PLATEAU_FRACTION * steps]
     if not earlier:
         return {"steps": steps, "measured": False,
                 "why": f"no checkpoint at or before step {PLATEAU_FRACTION * steps:.0f}: set save_steps to a "

@@ -56,11 +56,15 @@ def checkpoint_complete(folder: Path) -> bool:
     return any((folder / name).is_file() for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, DEEPSPEED_TAG))
 
 
+def numbered_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """A stage's `checkpoint-N` folders with their step N, oldest first."""
+    return sorted((int(match.group(1)), path) for path in Path(output_dir).glob("checkpoint-*")
+                  if (match := re.fullmatch(r"checkpoint-(\d+)", path.name)) and path.is_dir())
+
+
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
     """The newest checkpoint saved to the end; newer ones cut short by a kill are deleted, and named in the log."""
-    numbered = sorted((int(match.group(1)), path) for path in Path(output_dir).glob("checkpoint-*")
-                      if (match := re.fullmatch(r"checkpoint-(\d+)", path.name)) and path.is_dir())
-    for _, path in reversed(numbered):
+    for _, path in reversed(numbered_checkpoints(output_dir)):
         if checkpoint_complete(path):
             return path
         log.warning("skipping %s: its save was cut short (no complete trainer_state.json or weights); deleting it",
