@@ -37,8 +37,9 @@ from llava_ckd.data.synthetic import SyntheticSpec
 from llava_ckd.demo import prepare_synthetic
 from llava_ckd.distill.cache import TeacherCache, write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.models import build_preset, set_trainable
 
 WARMUP_ROUNDS = 3
@@ -89,7 +90,7 @@ def main() -> None:
         student, teacher_model, cache, batches, vocab_size = prepare(Path(tmp), args.batches, args.batch_size,
                                                                      args.top_k)
         teacher = TimedTeacher(teacher_model)
-        weights, spec = LossWeights(ce=1.0, response_kd=1.0), DivergenceSpec(name="forward_kl")
+        weights, spec = loss_terms(dict(ce=1.0, response_kd=1.0)), DivergenceSpec(name="forward_kl")
         losses = {
             "sft": lambda batch: Distiller.cross_entropy(len(student.lm_head.weight))(student, batch).loss,
             "cached": lambda batch: Distiller(cache, weights, spec, vocab_size)(student, batch).loss,

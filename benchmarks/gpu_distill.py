@@ -49,9 +49,10 @@ from transformers import LlavaForConditionalGeneration
 
 from llava_ckd.data.conversations import IGNORE_INDEX
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossTerms, LossWeights
+from llava_ckd.distill.loss import Distiller, LossTerms
 from llava_ckd.distill.positions import model_inputs, next_token_targets, response_mask
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.distill.vocab import shared_vocab_size
 from llava_ckd.models import published, set_trainable
 
@@ -230,7 +231,8 @@ def run_benchmark(profile: Profile, tiny: bool, seed: int = 0, out: Callable[[st
     teacher = OnlineTeacher(teacher_model)
     vocab_size = shared_vocab_size(student.lm_head.weight.shape[0], teacher_model.lm_head.weight.shape[0],
                                    TOKENIZER_LEN)
-    distiller = Distiller(teacher, LossWeights(ce=1.0, response_kd=1.0), DivergenceSpec(name="forward_kl"), vocab_size)
+    distiller = Distiller(teacher, loss_terms(dict(ce=1.0, response_kd=1.0)), DivergenceSpec(name="forward_kl"),
+                          vocab_size)
     cross_entropy = Distiller.cross_entropy(student.lm_head.weight.shape[0])
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=2e-5)
     image_tokens = student.config.image_seq_length

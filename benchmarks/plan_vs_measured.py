@@ -34,8 +34,9 @@ import torch
 from transformers import LlavaForConditionalGeneration, Qwen2Config, SiglipVisionConfig
 
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.models import set_trainable
 from llava_ckd.models.build import composition_config
 from llava_ckd.models.published import QWEN25_SHAPES, QWEN25_TOKENIZER_TOKENS
@@ -99,7 +100,7 @@ def measure(shape: Shape, device: str) -> tuple[float, float]:
     student = LlavaForConditionalGeneration(vlm_config(*shape.student)).to(device).train()
     set_trainable(student, TRAINED)
     teacher = OnlineTeacher(LlavaForConditionalGeneration(vlm_config(*shape.teacher)).to(device))
-    distiller = Distiller(teacher, LossWeights(ce=1.0, response_kd=1.0, visual_kd=1.0, relation_kd=1.0),
+    distiller = Distiller(teacher, loss_terms(dict(ce=1.0, response_kd=1.0, visual_kd=1.0, relation_kd=1.0)),
                           DivergenceSpec(), QWEN25_TOKENIZER_TOKENS + 1)
     profile = Profile(batch_size=shape.batch, seq_len=shape.seq, **PROFILE | {"device": device})
     batch = synthetic_batch(profile, student.config.image_seq_length, seed=0)

@@ -27,8 +27,9 @@ from llava_ckd.data.synthetic import SyntheticSpec
 from llava_ckd.demo import prepare_synthetic
 from llava_ckd.distill.cache import TeacherCache, write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.train.stage import run_stage
 
 MAX_LENGTH = 256
@@ -77,7 +78,7 @@ def main() -> None:
         batches = [collator([dataset[i] for i in range(first, first + BATCH_SIZE)])
                    for first in range(0, args.eval_batches * BATCH_SIZE, BATCH_SIZE)]
 
-        weights, spec = LossWeights(ce=1.0, response_kd=1.0), DivergenceSpec(name="forward_kl")
+        weights, spec = loss_terms(dict(ce=1.0, response_kd=1.0)), DivergenceSpec(name="forward_kl")
         with torch.no_grad():
             online = [Distiller(OnlineTeacher(teacher), weights, spec, vocab_size)(student, b) for b in batches]
             print(f"vocabulary {vocab_size}, {args.eval_batches} batches of {BATCH_SIZE}; Teacher SFT "

@@ -6,10 +6,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import LossWeights
+from llava_ckd.distill.terms import (
+    CACHED_SIGNALS,
+    AnyTerm,
+    CrossEntropy,
+    ResponseKD,
+    loss_terms,
+    term_named,
+    unmet_needs,
+)
 from llava_ckd.errors import UserError
 from llava_ckd.models.parts import PARTS
 from llava_ckd.models.source import ModelSource, Strict
@@ -76,9 +84,14 @@ class StageConfig(Strict):
     logging_steps: int = Field(10, ge=1)
     dataloader_workers: int = Field(0, ge=0)
     teacher: TeacherConfig | None = None
-    losses: LossWeights = LossWeights()
+    losses: tuple[AnyTerm, ...] = (CrossEntropy(), ResponseKD())
     divergence: DivergenceSpec = DivergenceSpec()
     kd_chunk_size: int = Field(256, ge=1)
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _losses(cls, losses: object) -> tuple:
+        return loss_terms(losses)
 
     @model_validator(mode="after")
     def _parts(self) -> StageConfig:
@@ -97,10 +110,13 @@ class StageConfig(Strict):
             raise ValueError("teacher: a distill stage needs a teacher ({kind: online, model: ...} "
                              "or {kind: cached, path: ...})")
         if isinstance(self.teacher, CachedTeacherConfig):
-            if self.losses.visual_kd or self.losses.relation_kd:
-                raise ValueError("losses: visual_kd and relation_kd need the Teacher's hidden states: "
-                                 "use an online teacher, or set them to 0")
-            if self.divergence.name != "forward_kl" or self.divergence.temperature != 1.0:
+            unmet = unmet_needs(self.losses, CACHED_SIGNALS)
+            if unmet:
+                raise ValueError(f"losses: {unmet}, which cached signals do not hold: use an online teacher, "
+                                 "or leave the term out")
+            response = term_named(self.losses, "response_kd")
+            divergence = (response and response.divergence) or self.divergence
+            if divergence.name != "forward_kl" or divergence.temperature != 1.0:
                 raise ValueError("divergence: a cached teacher holds top-k probabilities at temperature 1, "
                                  "which give forward_kl at temperature 1 only")
         return self

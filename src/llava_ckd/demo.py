@@ -89,7 +89,7 @@ def demo_recipe(settings: DemoSettings, data: Path) -> dict:
              "learning_rate": 1e-3, "max_steps": settings.pretrain_steps},
             {"name": "kd", "kind": "distill", "without_kd": "sft", "budget": "per-plan", "signals": "cached",
              "top_k": 16, "max_steps": settings.kd_steps,
-             "losses": {"ce": 1.0, "response_kd": 1.0, "visual_kd": 0.0, "relation_kd": 0.0},
+             "losses": [{"term": "ce", "weight": 1.0}, {"term": "response_kd", "weight": 1.0}],
              "divergence": {"name": "forward_kl", "temperature": 1.0}},
         ],
         "plans": ["none", "direct"],

@@ -53,7 +53,7 @@ def test_loss_check_catches_a_wrong_vocabulary(gpu_distill):
     student = gpu_distill.build_vlm(gpu_distill.STUDENT_LLM, profile, tiny=True, seed=0)
     teacher = gpu_distill.build_vlm(gpu_distill.TEACHER_LLM, profile, tiny=True, seed=1)
     gpu_distill.set_trainable(student, ("projector", "llm"))
-    distiller = gpu_distill.Distiller(gpu_distill.OnlineTeacher(teacher), gpu_distill.LossWeights(),
+    distiller = gpu_distill.Distiller(gpu_distill.OnlineTeacher(teacher), gpu_distill.loss_terms({}),
                                       gpu_distill.DivergenceSpec(name="forward_kl"), gpu_distill.TOKENIZER_LEN)
     batch = gpu_distill.synthetic_batch(profile, student.config.image_seq_length, seed=0)
     padded_rows = student.lm_head.weight.shape[0]

@@ -33,7 +33,7 @@ def dft(**fields):
     ({"stages": [{"name": "sft", "kind": "sft", "signals": "cached"}]},
      "stages.0: signals: only a distill stage takes these fields (stage 'sft' is sft)"),
     ({"stages": [dft(signals="cached", losses={"visual_kd": 1.0})]},
-     "stages.0: Value error, losses: visual_kd and relation_kd need the Teacher's hidden states"),
+     "stages.0: Value error, losses: visual_kd reads the Teacher's hidden states"),
     ({"stages": [{"name": "sft", "kind": "sft"}, {"name": "sft", "kind": "pretrain"}]},
      "stages: sft appear(s) more than once"),
     ({"overrides": [{"stage": "dpt", "set": {"max_steps": 3}}]},

@@ -3,9 +3,10 @@ from transformers import TrainerCallback, TrainingArguments
 
 from llava_ckd.data.collator import Collator
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.positions import response_mask
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.models import build_preset
 from llava_ckd.train.trainer import StageTrainer
 from tests.conftest import colour_records, write_dataset
@@ -34,7 +35,7 @@ def one_step(dataset, processor, tokenizer, teacher, batch_size, accumulation, o
     capture = GradientCapture()
     distiller = Distiller(
         OnlineTeacher(teacher),
-        LossWeights(ce=1, response_kd=1, visual_kd=0.5, relation_kd=3),
+        loss_terms(dict(ce=1, response_kd=1, visual_kd=0.5, relation_kd=3)),
         DivergenceSpec(name="reverse_kl"),
         len(tokenizer),
     )

@@ -6,11 +6,13 @@ import torch.nn.functional as F
 from llava_ckd.data.collator import TEACHER_PREFIX
 from llava_ckd.data.conversations import IGNORE_INDEX
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.teachers import OnlineTeacher, teacher_inputs
+from llava_ckd.distill.terms import loss_terms
 from tests.distill.conftest import coarse_teacher, collate, load_dataset
 
-WEIGHTS = LossWeights(ce=0.7, response_kd=1.3, visual_kd=0.4, relation_kd=2.0)
+WEIGHT_OF = dict(ce=0.7, response_kd=1.3, visual_kd=0.4, relation_kd=2.0)
+WEIGHTS = loss_terms(WEIGHT_OF)
 SPEC = DivergenceSpec(name="jsd", temperature=2.0, beta=0.3)
 
 
@@ -18,7 +20,7 @@ def model_inputs(batch):
     return {name: batch[name] for name in ("input_ids", "attention_mask", "pixel_values")}
 
 
-WEIGHTS_WITHOUT_VISUAL = WEIGHTS.model_copy(update={"visual_kd": 0.0, "relation_kd": 0.0})
+WEIGHTS_WITHOUT_VISUAL = loss_terms(WEIGHT_OF | {"visual_kd": 0.0, "relation_kd": 0.0})
 
 
 def naive_terms(student, teacher, batch, spec):
@@ -71,9 +73,26 @@ def test_terms_and_gradients_equal_the_naive_full_logits_computation(pair, colou
     for name, value in naive.items():
         torch.testing.assert_close(terms[name], value.detach(), rtol=1e-4, atol=1e-7, msg=name)
         assert value > 0
-    naive_loss = sum(getattr(WEIGHTS, name) * value for name, value in naive.items())
+    naive_loss = sum(WEIGHT_OF[name] * value for name, value in naive.items())
     torch.testing.assert_close(loss, naive_loss, rtol=1e-5, atol=0)
     assert_same_gradients(gradients(loss, student), gradients(naive_loss, student))
+
+
+def test_a_kd_term_takes_its_own_divergence_and_the_others_the_stages(pair, colour_data, tokenizer):
+    student, processor, teacher = pair
+    batch = collate(load_dataset(colour_data, processor), processor, [0, 3, 5])
+    visual_spec = DivergenceSpec(name="reverse_kl")
+    losses = loss_terms([{"term": "response_kd", "weight": 1.0},
+                         {"term": "visual_kd", "weight": 0.5, "divergence": visual_spec.model_dump()}])
+
+    loss, terms = Distiller(OnlineTeacher(teacher), losses, SPEC, len(tokenizer))(student, batch)
+    under_stage_spec, under_visual_spec = (naive_terms(student, teacher, batch, spec) for spec in (SPEC, visual_spec))
+
+    assert not torch.isclose(under_stage_spec["visual_kd"], under_visual_spec["visual_kd"], rtol=1e-2)
+    torch.testing.assert_close(terms["response_kd"], under_stage_spec["response_kd"].detach(), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(terms["visual_kd"], under_visual_spec["visual_kd"].detach(), rtol=1e-4, atol=1e-7)
+    assert terms.keys() == {"ce", "response_kd", "visual_kd"}
+    torch.testing.assert_close(loss.detach(), terms["response_kd"] + 0.5 * terms["visual_kd"], rtol=1e-6, atol=0)
 
 
 def test_without_a_teacher_the_loss_is_the_models_own_cross_entropy_over_its_whole_head(pair, colour_data):
@@ -93,7 +112,7 @@ def test_without_a_teacher_the_loss_is_the_models_own_cross_entropy_over_its_who
 def test_zero_weights_leave_their_terms_out_of_the_loss(pair, colour_data, tokenizer):
     student, processor, teacher = pair
     batch = collate(load_dataset(colour_data, processor), processor, [1, 2])
-    kd_only = Distiller(OnlineTeacher(teacher), LossWeights(ce=0, response_kd=1), SPEC, len(tokenizer))
+    kd_only = Distiller(OnlineTeacher(teacher), loss_terms(dict(ce=0, response_kd=1)), SPEC, len(tokenizer))
 
     loss, terms = kd_only(student, batch)
 

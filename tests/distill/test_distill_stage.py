@@ -10,6 +10,7 @@ from transformers import Trainer, TrainerCallback
 from llava_ckd.cli import main
 from llava_ckd.config import ConfigError, StageConfig, load_stage_config
 from llava_ckd.distill.cache import CacheError
+from llava_ckd.distill.terms import term_named
 from llava_ckd.models import build_preset, train_tokenizer
 from llava_ckd.train.stage import run_stage
 from tests.conftest import CORPUS
@@ -51,7 +52,7 @@ def config_error(tmp_path, config: dict) -> str:
         ({"teacher": {"kind": "online"}}, "teacher.online.model: Field required"),
         (
             {"teacher": {"kind": "cached", "path": "cache"}, "losses": {"visual_kd": 1.0}},
-            "losses: visual_kd and relation_kd need the Teacher's hidden states",
+            "losses: visual_kd reads the Teacher's hidden states",
         ),
         (
             {"teacher": {"kind": "cached", "path": "cache"}, "losses": {}, "divergence": {"name": "jsd"}},
@@ -60,6 +61,19 @@ def config_error(tmp_path, config: dict) -> str:
         ({"losses": {"ce": -1.0}}, "losses.ce: Input should be greater than or equal to 0"),
         ({"losses": {"ce": 0, "response_kd": 0}}, "losses: Value error, every loss weight is 0"),
         ({"losses": {"kd": 1.0}}, "losses.kd: Extra inputs are not permitted"),
+        ({"losses": [{"term": "kd"}]}, "losses.0: Input tag 'kd' found using 'term' does not match any of the "
+                                       "expected tags: 'ce', 'response_kd', 'visual_kd', 'relation_kd'"),
+        ({"losses": [{"term": "ce", "weight": 0}]}, "losses.0.ce.weight: Input should be greater than 0"),
+        ({"losses": [{"term": "ce"}, {"term": "ce", "weight": 2}]},
+         "losses: Value error, ce: a term may be listed once"),
+        ({"losses": []}, "losses: Value error, no loss term: nothing to train on"),
+        ({"losses": [{"term": "relation_kd", "divergence": {"name": "jsd"}}]},
+         "losses.0.relation_kd.divergence: Extra inputs are not permitted"),
+        (
+            {"teacher": {"kind": "cached", "path": "cache"},
+             "losses": [{"term": "response_kd", "divergence": {"name": "reverse_kl"}}]},
+            "divergence: a cached teacher holds top-k probabilities at temperature 1",
+        ),
         ({"divergence": {"name": "kl"}}, "divergence.name: Input should be 'forward_kl'"),
         ({"kd_chunk_size": 0}, "kd_chunk_size: Input should be greater than or equal to 1"),
         ({"kind": "sft"}, "teacher, losses, divergence, kd_chunk_size: only a distill stage takes these fields"),
@@ -182,9 +196,21 @@ def test_cache_teacher_command_feeds_a_cached_distill_stage(colour_dataset, toke
         run_stage(StageConfig.model_validate(shorter))
 
 
+def test_the_mapping_form_reads_as_the_list_without_its_zero_weights(tmp_path, colour_dataset, tokenizer_dir):
+    config = distill_dict(colour_dataset, tokenizer_dir, tmp_path / "run")
+    mapping = StageConfig.model_validate(config | {"losses": {"response_kd": 2.0, "relation_kd": 0.5}})
+    listed = StageConfig.model_validate(config | {"losses": [
+        {"term": "ce", "weight": 1.0}, {"term": "response_kd", "weight": 2.0}, {"term": "relation_kd", "weight": 0.5}]})
+
+    assert [(term.name, term.weight) for term in mapping.losses] == [("ce", 1.0), ("response_kd", 2.0),
+                                                                      ("relation_kd", 0.5)]
+    assert mapping.resolved() == listed.resolved()
+
+
 def test_example_distill_config_is_valid():
     config = load_stage_config(Path(__file__).parents[2] / "configs" / "synthetic" / "distill.yaml")
-    assert config.kind == "distill" and config.teacher.kind == "online" and config.losses.relation_kd == 1.0
+    assert config.kind == "distill" and config.teacher.kind == "online"
+    assert term_named(config.losses, "relation_kd").weight == 1.0
 
 
 def test_activation_checkpointing_trains_to_the_same_weights(colour_dataset, tokenizer_dir, tmp_path):

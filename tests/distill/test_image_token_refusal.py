@@ -4,7 +4,7 @@ relation KD: the stage refuses it while loading its data, before the first step,
 import pytest
 
 from llava_ckd.data.conversations import DataError, Sample
-from llava_ckd.distill.loss import LossWeights
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.train.teacher_side import refuse_other_image_tokens
 
 
@@ -16,7 +16,7 @@ STUDENT = [sample(0, [16]), sample(1, [16, 16])]
 TEACHER = [sample(0, [16]), sample(1, [4, 4])]
 
 
-@pytest.mark.parametrize("losses", [LossWeights(visual_kd=1.0), LossWeights(relation_kd=0.5)])
+@pytest.mark.parametrize("losses", [loss_terms(dict(visual_kd=1.0)), loss_terms(dict(relation_kd=0.5))])
 def test_visual_or_relation_kd_across_other_image_tokens_is_refused_naming_the_sample(losses):
     with pytest.raises(DataError, match=r"sample s1: .*Student \[16, 16\], Teacher \[4, 4\]. Set visual_kd and "
                                         r"relation_kd to 0"):
@@ -24,5 +24,5 @@ def test_visual_or_relation_kd_across_other_image_tokens_is_refused_naming_the_s
 
 
 def test_response_kd_alone_and_equal_image_tokens_pass():
-    refuse_other_image_tokens(STUDENT, TEACHER, LossWeights(response_kd=1.0))
-    refuse_other_image_tokens(STUDENT, STUDENT, LossWeights(visual_kd=1.0, relation_kd=1.0))
+    refuse_other_image_tokens(STUDENT, TEACHER, loss_terms(dict(response_kd=1.0)))
+    refuse_other_image_tokens(STUDENT, STUDENT, loss_terms(dict(visual_kd=1.0, relation_kd=1.0)))

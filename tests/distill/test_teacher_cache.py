@@ -7,9 +7,10 @@ from safetensors.torch import load_file, save_file
 
 from llava_ckd.distill.cache import CacheError, TeacherCache, write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.sparse import SparseTeacherSignal
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.models import train_tokenizer
 from tests.conftest import colour_records, write_dataset
 from tests.distill.conftest import MAX_LENGTH, collate, load_dataset
@@ -47,7 +48,7 @@ def test_cache_holds_every_response_token_of_every_sample(full_cache, pair, colo
 def test_cached_kd_with_the_whole_vocabulary_equals_online_kd(full_cache, pair, colour_data, tokenizer):
     student, processor, teacher = pair
     batch = collate(load_dataset(colour_data, processor), processor, [6, 1, 4], with_sample_index=True)
-    weights, spec = LossWeights(ce=0.5, response_kd=2.0), DivergenceSpec(name="forward_kl")
+    weights, spec = loss_terms(dict(ce=0.5, response_kd=2.0)), DivergenceSpec(name="forward_kl")
     parameters = [p for p in student.parameters() if p.requires_grad]
 
     online_loss, online_terms = Distiller(OnlineTeacher(teacher), weights, spec, len(tokenizer))(student, batch)

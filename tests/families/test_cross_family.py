@@ -22,9 +22,10 @@ from transformers import AutoTokenizer
 from llava_ckd.data.collator import TEACHER_PREFIX, Collator, ConversationDataset
 from llava_ckd.data.conversations import IGNORE_INDEX, content_parts, render_with_answer_spans, tokens_and_labels
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.positions import model_inputs
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.distill.vocab import shared_vocabulary
 from llava_ckd.models import build_preset
 from llava_ckd.models.build import load_vlm
@@ -178,7 +179,7 @@ def test_qwen25_vl_teacher_distils_a_siglip_qwen2_student_token_for_token(cross_
     assert (student_batch["input_ids"] == student.config.image_token_id).sum(1).tolist() == [16] * 4
     assert teacher_batch["image_token_counts"].tolist() == [4] * 4
 
-    weights = LossWeights(ce=0.0, response_kd=1.0)
+    weights = loss_terms(dict(ce=0.0, response_kd=1.0))
     loss, terms = Distiller(OnlineTeacher(teacher), weights, SPEC, shared)(student, batch)
 
     student_logits = student(**model_inputs(student_batch)).logits[..., :shared]
@@ -205,6 +206,6 @@ def first_answer_only(labels: torch.Tensor) -> torch.Tensor:
 def test_visual_and_relation_kd_across_the_two_grids_are_refused_with_one_message(cross_family, tokenizer):
     student, teacher, student_batch, teacher_batch = cross_family
     batch = student_batch | {TEACHER_PREFIX + name: value for name, value in teacher_batch.items()}
-    weights = LossWeights(ce=1.0, response_kd=1.0, visual_kd=1.0, relation_kd=1.0)
+    weights = loss_terms(dict(ce=1.0, response_kd=1.0, visual_kd=1.0, relation_kd=1.0))
     with pytest.raises(ValueError, match=r"image tokens per image: Student \[16, 16, 16, 16\], Teacher \[4, 4, 4, 4\]"):
         Distiller(OnlineTeacher(teacher), weights, SPEC, len(tokenizer))(student, batch)

@@ -14,9 +14,10 @@ from llava_ckd.data.collator import Collator, ConversationDataset, TeacherView
 from llava_ckd.data.conversations import IGNORE_INDEX, DataError, load_conversations
 from llava_ckd.distill.cache import write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights
+from llava_ckd.distill.loss import Distiller
 from llava_ckd.distill.positions import model_inputs
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.run import evaluate
 from llava_ckd.models.build import ModelError, load_vlm
@@ -26,7 +27,7 @@ from llava_ckd.models.source import ModelSource
 from llava_ckd.train.stage import run_stage
 from tests.families.conftest import FAMILIES, IMAGES, RECORDS, save
 
-WEIGHTS = LossWeights(ce=0.7, response_kd=1.3, visual_kd=0.4, relation_kd=2.0)
+WEIGHTS = loss_terms(dict(ce=0.7, response_kd=1.3, visual_kd=0.4, relation_kd=2.0))
 SPEC = DivergenceSpec(name="jsd", temperature=2.0, beta=0.3)
 
 

@@ -69,7 +69,7 @@ def test_recipe_expands_to_each_plans_stages_with_ready_teachers(paper_workdir):
             assert node.job.teacher.model.path == f"Qwen/Qwen2.5-VL-{node.teacher.split('-')[-1].upper()}-Instruct"
     recipe = yaml.safe_load(RECIPE.read_text())
     assert [teacher["model"]["path"] for teacher in recipe["teachers"]] == list(published.QWEN25_VL_SHAPES)
-    assert recipe["defaults"]["losses"]["visual_kd"] == recipe["defaults"]["losses"]["relation_kd"] == 0
+    assert [term["term"] for term in recipe["defaults"]["losses"]] == ["ce", "response_kd"]
 
 
 def test_stated_capacities_are_the_checkpoints_parameter_counts():

@@ -18,13 +18,14 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.loss import Distiller, LossWeights, TargetCounts
+from llava_ckd.distill.loss import Distiller, TargetCounts
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import loss_terms
 from llava_ckd.models import build_preset, set_trainable
 from tests.distill.conftest import collate, load_dataset
 
 BATCH = 8
-WEIGHTS = LossWeights(ce=1.0, response_kd=1.0, visual_kd=0.5, relation_kd=0.5)
+WEIGHTS = loss_terms(dict(ce=1.0, response_kd=1.0, visual_kd=0.5, relation_kd=0.5))
 SPEC = DivergenceSpec(name="forward_kl", temperature=2.0)
 REPOSITORY = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,9 @@
-"""Every stage's loss: cross-entropy, plus distillation from one Teacher in a distill stage, as named terms.
+"""Every stage's loss: the weighted sum of its loss terms (see `terms.py`), from one Teacher in a distill stage.
 
-    loss = (ce·CE_sum + response_kd·KD_sum) / response tokens        one fused pass over the Student's head
-         + visual_kd · KD_sum(image-token positions) / image tokens   online Teacher with the same image tokens
-         + relation_kd · Σ_images RDist / images                      idem (LLaVA-KD's relation loss)
+    loss = (w_ce·CE_sum + w_response_kd·KD_sum) / response tokens     one fused pass over the Student's head
+         + Σ image-token terms · their weight                         online Teacher with the same image tokens
+           visual_kd:   KD_sum(image-token positions) / image tokens
+           relation_kd: Σ_images RDist / images                       (LLaVA-KD's relation loss)
 
 Images are told apart by the number of image tokens each one expanded into (`image_token_counts`, the
 processor's own count per image), so images of different sizes in one batch are grouped correctly.
@@ -20,46 +21,26 @@ from typing import NamedTuple, Protocol
 
 import torch
 from accelerate.utils import extract_model_from_parallel
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from llava_ckd.data.collator import IMAGE_TOKEN_COUNTS
 from llava_ckd.distill.divergences import DivergenceSpec
-from llava_ckd.distill.heads import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_LOSS_CHUNK_SIZE,
-    HeadLosses,
-    fused_head_loss,
-    head_kd_loss,
-)
+from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, HeadLosses, fused_head_loss, head_kd_loss
 from llava_ckd.distill.positions import final_hidden_states, next_token_targets, response_mask
-from llava_ckd.distill.relation import head_gram, rdist_loss
 from llava_ckd.distill.sparse import SparseTeacherSignal, sparse_head_kd_loss
 from llava_ckd.distill.teachers import OnlineTeacher, TeacherOutputs
+from llava_ckd.distill.terms import (
+    CrossEntropy,
+    HeadTerm,
+    ImageTokenStates,
+    ImageTokenTerm,
+    LossTerm,
+    checked,
+    loss_chunk_size,
+    per,
+    term_named,
+)
 from llava_ckd.engines import run_inside
-
-SOFTMAX_PART_ELEMENTS = DEFAULT_LOSS_CHUNK_SIZE * 151_936
-"""Logits per softmax part: the tuned default's at Qwen2.5's vocabulary (about 10 MB in fp32)."""
-
-
-def loss_chunk_size(vocab_size: int) -> int:
-    """Rows per softmax part of the fused heads: small vocabularies take more rows, for fewer passes."""
-    return max(DEFAULT_LOSS_CHUNK_SIZE, SOFTMAX_PART_ELEMENTS // vocab_size)
-
-
-class LossWeights(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    ce: float = Field(1.0, ge=0)
-    response_kd: float = Field(1.0, ge=0)
-    visual_kd: float = Field(0.0, ge=0)
-    relation_kd: float = Field(0.0, ge=0)
-
-    @model_validator(mode="after")
-    def _some_weight(self) -> LossWeights:
-        if not any((self.ce, self.response_kd, self.visual_kd, self.relation_kd)):
-            raise ValueError("every loss weight is 0: nothing to train on")
-        return self
 
 
 class CachedSignals(Protocol):
@@ -103,35 +84,39 @@ class LossTerms(NamedTuple):
     when they apply."""
 
 
-def _per(total: Tensor, count: Tensor | int) -> Tensor:
-    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
-
-
 class Distiller:
     """CE and distillation of a Student from one Teacher, online or cached; CE alone without a Teacher."""
 
     def __init__(
         self,
         teacher: OnlineTeacher | CachedSignals | None,
-        weights: LossWeights,
+        losses: Sequence[LossTerm],
         divergence: DivergenceSpec,
         vocab_size: int,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ):
+        """`divergence` is the stage's: the one of every KD term that does not name its own."""
         self.teacher = teacher
-        self.weights = weights
+        self.losses = checked(losses)
         self.divergence = divergence
         self.vocab_size = vocab_size
         self.chunk_size = chunk_size
+        self.head_weights = {"ce_weight": 0.0, "kd_weight": 0.0} | {
+            term.head_weight: term.weight for term in self.losses if isinstance(term, HeadTerm)}
+        self.image_token_terms = [term for term in self.losses if isinstance(term, ImageTokenTerm)]
 
     @classmethod
     def cross_entropy(cls, vocab_size: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Distiller:
         """The Student's cross-entropy over the first `vocab_size` rows of its head, without full logits."""
-        return cls(None, LossWeights(ce=1.0, response_kd=0.0), DivergenceSpec(), vocab_size, chunk_size)
+        return cls(None, [CrossEntropy()], DivergenceSpec(), vocab_size, chunk_size)
 
     @property
     def needs_sample_index(self) -> bool:
         return self.teacher is not None and not isinstance(self.teacher, OnlineTeacher)
+
+    def divergence_of(self, term: LossTerm | None) -> DivergenceSpec:
+        """The term's own divergence, or the stage's."""
+        return getattr(term, "divergence", None) or self.divergence
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor], counts: TargetCounts | None = None) -> LossTerms:
         """The loss of one micro-batch of the Student `model` (plain, or wrapped by its training engine).
@@ -153,40 +138,41 @@ class Distiller:
             chunk_size=self.chunk_size,
             loss_chunk_size=loss_chunk_size(self.vocab_size),
             labels=next_token_targets(batch["labels"])[positions],
-            kd_weight=self.weights.response_kd,
-            ce_weight=self.weights.ce,
+            **self.head_weights,
         )
         if self.teacher is None:
-            return self._weighted(fused_head_loss(chunk_kd=None, **head_arguments), counts, {})
+            return self._weighted(fused_head_loss(chunk_kd=None, **head_arguments), counts, [])
         if not isinstance(self.teacher, OnlineTeacher):
             signal = self.teacher.signal(batch["sample_index"].tolist())
             response = sparse_head_kd_loss(signal=_to(signal, hidden.device), **head_arguments)
-            return self._weighted(response, counts, {})
+            return self._weighted(response, counts, [])
 
         teacher = self.teacher(batch)
         with self.teacher.head_weight() as teacher_head:
             response = head_kd_loss(
                 teacher_hidden=aligned_response_hidden(teacher, positions),
                 teacher_head_weight=teacher_head,
-                spec=self.divergence,
+                spec=self.divergence_of(term_named(self.losses, "response_kd")),
                 **head_arguments,
             )
-            visual = {}
-            if self.weights.visual_kd or self.weights.relation_kd:
-                visual = self._visual_terms(student, batch, hidden, teacher, teacher_head, counts)
-        return self._weighted(response, counts, visual)
+            image_terms = []
+            if self.image_token_terms:
+                image_terms = self._image_token_terms(student, batch, hidden, teacher, teacher_head, counts)
+        return self._weighted(response, counts, image_terms)
 
-    def _weighted(self, response: HeadLosses, counts: TargetCounts, visual: dict[str, Tensor]) -> LossTerms:
-        loss = _per(response.loss, counts.response_tokens)
-        terms = {"ce": _per(response.ce_sum, counts.response_tokens)}
+    def _weighted(
+        self, response: HeadLosses, counts: TargetCounts, image_terms: list[tuple[LossTerm, Tensor]]
+    ) -> LossTerms:
+        loss = per(response.loss, counts.response_tokens)
+        terms = {"ce": per(response.ce_sum, counts.response_tokens)}
         if self.teacher is not None:
-            terms["response_kd"] = _per(response.kd_sum, counts.response_tokens)
-        for name, term in visual.items():
-            loss = loss + getattr(self.weights, name) * term
-            terms[name] = term.detach()
+            terms["response_kd"] = per(response.kd_sum, counts.response_tokens)
+        for term, value in image_terms:
+            loss = loss + term.weight * value
+            terms[term.name] = value.detach()
         return LossTerms(loss, terms)
 
-    def _visual_terms(
+    def _image_token_terms(
         self,
         student: nn.Module,
         batch: dict[str, Tensor],
@@ -194,42 +180,30 @@ class Distiller:
         teacher: TeacherOutputs,
         teacher_head: Tensor,
         counts: TargetCounts,
-    ) -> dict[str, Tensor]:
-        """Visual-token KD and RDist, for a Teacher that expands every image into as many tokens as the Student."""
+    ) -> list[tuple[LossTerm, Tensor]]:
+        """The image-token terms' values, for a Teacher that expands every image into as many tokens as the Student."""
         student_images = batch["input_ids"] == student.config.image_token_id
         if IMAGE_TOKEN_COUNTS not in batch:
             if student_images.any():
                 raise ValueError(f"the batch holds image tokens but no {IMAGE_TOKEN_COUNTS} (each image's number of "
                                  "image tokens, which the Collator writes): the visual losses cannot group them")
-            return {name: hidden.new_zeros(()) for name in ("visual_kd", "relation_kd") if getattr(self.weights, name)}
+            return [(term, hidden.new_zeros(())) for term in self.image_token_terms]
         image_counts = batch[IMAGE_TOKEN_COUNTS]
         if teacher.image_token_counts is None or not torch.equal(image_counts, teacher.image_token_counts):
             raise ValueError(visual_grids_differ(image_counts, teacher.image_token_counts))
-        teacher_images = teacher.input_ids == self.teacher.image_token_id
-        terms = {}
-        if self.weights.visual_kd:
-            visual = head_kd_loss(
-                hidden[student_images],
-                student.get_output_embeddings().weight,
-                teacher.hidden[teacher_images],
-                teacher_head,
-                self.divergence,
-                self.vocab_size,
-                self.chunk_size,
-                loss_chunk_size=loss_chunk_size(self.vocab_size),
-            )
-            terms["visual_kd"] = _per(visual.loss, counts.image_tokens)
-        if self.weights.relation_kd:
-            student_gram = head_gram(student.get_output_embeddings().weight, self.vocab_size)
-            teacher_gram = self.teacher.gram(teacher_head, self.vocab_size)
-            per_image = image_counts.tolist()
-            relation = sum(
-                rdist_loss(ours[None], student_gram, theirs[None], teacher_gram)
-                for ours, theirs in zip(hidden[student_images].split(per_image),
-                                        teacher.hidden[teacher_images].split(per_image), strict=True)
-            )
-            terms["relation_kd"] = _per(relation, counts.images)
-        return terms
+        states = ImageTokenStates(
+            student=hidden[student_images],
+            student_head=student.get_output_embeddings().weight,
+            teacher=teacher.hidden[teacher.input_ids == self.teacher.image_token_id],
+            teacher_head=teacher_head,
+            online_teacher=self.teacher,
+            tokens_per_image=image_counts.tolist(),
+            image_tokens=counts.image_tokens,
+            images=counts.images,
+            vocab_size=self.vocab_size,
+            chunk_size=self.chunk_size,
+        )
+        return [(term, term.value(states, self.divergence_of(term))) for term in self.image_token_terms]
 
 
 def visual_grids_differ(student_counts: Tensor, teacher_counts: Tensor | None) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from llava_ckd.cascade.expand import Cascade, Node, SignalsJob, origin
 from llava_ckd.config import ConfigError, OnlineTeacherConfig, StageConfig
+from llava_ckd.distill.terms import term_named
 from llava_ckd.models.load import tokenizer_from_source
 from llava_ckd.models.shapes import TYPICAL_IMAGE, ConfigAbsent, ImageSize, ModelShape, ShapeError, shape_of
 from llava_ckd.plan.flops import inference_flops, training_flops
@@ -212,7 +213,7 @@ class Planner:
                 teacher_tokens = None
             elif tokens is not None and teacher_tokens != tokens:
                 cost.teacher_tokens = teacher_tokens
-        visual = online and job.losses.visual_kd > 0
+        visual = online and term_named(job.losses, "visual_kd") is not None
         step = Step(trained=trained, batch=job.batch_size, seq=padded_length(tokens, job.data.max_length),
                     precision=job.precision, checkpointing=job.activation_checkpointing, teacher=teacher,
                     teacher_seq=padded_length(teacher_tokens, job.data.max_length) if teacher else None,

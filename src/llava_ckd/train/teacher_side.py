@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
@@ -10,8 +12,9 @@ from llava_ckd.data.collator import TeacherView, response_ids
 from llava_ckd.data.conversations import DataError, Sample, load_conversations
 from llava_ckd.distill.cache import TeacherCache
 from llava_ckd.distill.heads import check_plain_head
-from llava_ckd.distill.loss import Distiller, LossWeights, visual_grids_differ
+from llava_ckd.distill.loss import Distiller, visual_grids_differ
 from llava_ckd.distill.teachers import OnlineTeacher
+from llava_ckd.distill.terms import LossTerm, Need, needs_of
 from llava_ckd.distill.vocab import shared_vocab_size, shared_vocabulary
 from llava_ckd.models.load import model_from_source
 
@@ -54,10 +57,10 @@ def refuse_answers_beyond(samples: list[Sample], vocab_size: int, tokenizer) -> 
                              f"(id {beyond[0]}) lies outside the {vocab_size} token ids Teacher and Student share")
 
 
-def refuse_other_image_tokens(samples: list[Sample], teacher_samples: list[Sample], losses: LossWeights) -> None:
+def refuse_other_image_tokens(samples: list[Sample], teacher_samples: list[Sample], losses: Sequence[LossTerm]) -> None:
     """Visual-token and relation KD pair the two models' image tokens one for one: a Teacher that expands an image
     into other image tokens is refused before the first step, naming the first such sample."""
-    if not (losses.visual_kd or losses.relation_kd):
+    if Need.IMAGE_TOKEN_STATES not in needs_of(losses):
         return
     by_record = {sample.record: sample for sample in teacher_samples}
     for sample in samples:
