@@ -62,7 +62,7 @@ def test_train_invalid_numbers_are_refused_at_load_naming_each_field(tmp_path, c
 def test_train_malformed_conversation_file(tmp_path, colour_dataset, tokenizer_dir):
     colour_dataset.write_text('[{"id": "a",, }]')
     message = error_of(["train", str(stage(tmp_path, colour_dataset, tokenizer_dir))])
-    assert message.startswith(f"error: {colour_dataset}, line 1 column 13: malformed JSON: "
+    assert message.startswith(f"error: {colour_dataset}:1:13: malformed JSON: "
                               "Expecting property name enclosed in double quotes")
 
 
@@ -71,8 +71,9 @@ def test_train_latin1_conversation_file_names_file_line_and_byte(tmp_path, colou
     records[1]["conversations"][1]["value"] = "grün"
     colour_dataset.write_bytes(json.dumps(records, ensure_ascii=False, indent=1).encode("latin-1"))
     message = error_of(["train", str(stage(tmp_path, colour_dataset, tokenizer_dir))])
-    assert message.startswith(f"error: {colour_dataset}, line ")
-    assert "not UTF-8 text (byte 0xfc: invalid start byte)" in message
+    offset = colour_dataset.read_bytes().index(b"\xfc")
+    assert message.startswith(f"error: {colour_dataset}:")
+    assert f"not UTF-8 text (byte {offset} is 0xfc: invalid start byte)" in message
 
 
 def test_train_missing_image_folder(tmp_path, colour_dataset, tokenizer_dir):
@@ -163,7 +164,7 @@ def test_cache_teacher_data_errors(tmp_path, colour_dataset, saved_teacher):
         f"error: image folder not found: {tmp_path}/no-images")
     colour_dataset.write_text("[{")
     assert error_of(cache_teacher(saved_teacher, colour_dataset, images, tmp_path / "cache")).startswith(
-        f"error: {colour_dataset}, line 1 column 3: malformed JSON")
+        f"error: {colour_dataset}:1:3: malformed JSON")
 
 
 def test_cascade_and_study_missing_recipe(tmp_path):

@@ -97,8 +97,8 @@ def _study(args: argparse.Namespace) -> None:
 
 
 def _cache_teacher(args: argparse.Namespace) -> None:
-    from llava_ckd.data.conversations import DataError
     from llava_ckd.distill.cache import write_teacher_cache
+    from llava_ckd.files import DataError
     from llava_ckd.models.build import load_vlm
 
     if not Path(args.data).is_file():  # before loading the Teacher, which takes long

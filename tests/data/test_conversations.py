@@ -3,7 +3,8 @@ import json
 import pytest
 
 from llava_ckd.data.collator import Collator
-from llava_ckd.data.conversations import IGNORE_INDEX, DataError, load_conversations
+from llava_ckd.data.conversations import IGNORE_INDEX, load_conversations
+from llava_ckd.files import DataError
 from llava_ckd.models import build_preset
 from tests.conftest import colour_records, write_dataset
 
@@ -119,14 +120,14 @@ def test_long_samples_are_truncated_when_an_answer_survives_else_dropped(tmp_pat
 def test_malformed_json_names_file_line_and_column(tmp_path, processor):
     path = tmp_path / "broken.json"
     path.write_text('[\n  {"id": "a", "conversations": []},\n  {"id": "b" "conversations": []}\n]')
-    with pytest.raises(DataError, match=r"broken.json, line 3 column 14: malformed JSON"):
+    with pytest.raises(DataError, match=r"broken.json:3:14: malformed JSON"):
         load(path, processor)
 
 
 def test_malformed_jsonl_line_is_named(tmp_path, processor):
     path = tmp_path / "data.jsonl"
     path.write_text(json.dumps(colour_records(1)[0]) + "\n{oops\n")
-    with pytest.raises(DataError, match=r"data.jsonl, line 2: malformed JSON"):
+    with pytest.raises(DataError, match=r"data.jsonl:2:2: malformed JSON"):
         load(path, processor)
 
 
@@ -135,17 +136,16 @@ def test_a_file_not_in_utf8_is_named_with_its_line_column_and_byte(tmp_path, pro
     records = colour_records(2)
     records[1]["conversations"][1]["value"] = "grün"
     path.write_bytes(json.dumps(records, ensure_ascii=False, indent=1).encode("latin-1"))
-    text = path.read_bytes()
-    offset = text.index(b"\xfc")
-    line = text[:offset].count(b"\n") + 1
-    column = offset - text[:offset].rfind(b"\n")
-    with pytest.raises(DataError, match=rf"latin1.json, line {line} column {column} \(byte {offset}\): "
-                                        r"not UTF-8 text \(byte 0xfc: invalid start byte\)"):
-        load(path, processor)
     jsonl = tmp_path / "latin1.jsonl"
     jsonl.write_bytes("\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1.jsonl, line 2 column \d+ \(byte \d+\): not UTF-8 text"):
-        load(jsonl, processor)
+    for file in (path, jsonl):
+        text = file.read_bytes()
+        offset = text.index(b"\xfc")
+        line = text[:offset].count(b"\n") + 1
+        column = offset - text[:offset].rfind(b"\n")
+        with pytest.raises(DataError, match=rf"{file.name}:{line}:{column}: "
+                                            rf"not UTF-8 text \(byte {offset} is 0xfc: invalid start byte\)"):
+            load(file, processor)
 
 
 def test_a_missing_image_folder_is_an_error(tmp_path, processor):

@@ -21,7 +21,7 @@ from llava_ckd.data.synthetic import (
     modal_answer,
     write_benchmark,
 )
-from llava_ckd.eval.files import read_jsonl
+from llava_ckd.files import read_jsonl
 
 FORMS = ("colour_of_shape", "count_all", "count_colour", "count_shape", "colour_and_shape")
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from llava_ckd.eval.answers import answer_record, answer_texts, read_answers, write_answers
-from llava_ckd.eval.files import EvalDataError, read_json, read_jsonl
 from llava_ckd.eval.questions import EvalQuestion
+from llava_ckd.files import DataError, read_json, read_jsonl
 
 
 def _question(question_id, prompt="What?"):
@@ -25,7 +25,7 @@ def test_written_answers_read_back(tmp_path: Path):
 @pytest.mark.parametrize(
     ("bad_line", "message"),
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "malformed JSON"),
         ("[1, 2]", "expected a JSON object"),
         ('{"question_id": 3}', "lacks text"),
         ('{"question_id": 3, "text": 5}', "not a string"),
@@ -34,12 +34,12 @@ def test_written_answers_read_back(tmp_path: Path):
 def test_bad_answer_lines_name_file_and_line(tmp_path: Path, bad_line, message):
     path = tmp_path / "answers.jsonl"
     path.write_text('{"question_id": 1, "text": "a"}\n\n' + bad_line + "\n")
-    with pytest.raises(EvalDataError, match=rf"answers\.jsonl:3: .*{message}"):
+    with pytest.raises(DataError, match=rf"answers\.jsonl:3:(\d+:)? .*{message}"):
         read_answers(path)
 
 
 def test_missing_answer_file_is_named(tmp_path: Path):
-    with pytest.raises(EvalDataError, match="missing answer file: .*nowhere.jsonl"):
+    with pytest.raises(DataError, match="missing answer file: .*nowhere.jsonl"):
         read_answers(tmp_path / "nowhere.jsonl")
 
 
@@ -49,11 +49,11 @@ def test_ids_match_across_int_and_str():
 
 def test_missing_unknown_and_repeated_answers_raise():
     questions = [_question(1), _question(2)]
-    with pytest.raises(EvalDataError, match="1 of 2 questions have no answer"):
+    with pytest.raises(DataError, match="1 of 2 questions have no answer"):
         answer_texts(questions, [{"question_id": 1, "text": "a"}])
-    with pytest.raises(EvalDataError, match="1 answers match no question"):
+    with pytest.raises(DataError, match="1 answers match no question"):
         answer_texts(questions, [{"question_id": i, "text": "a"} for i in (1, 2, 3)])
-    with pytest.raises(EvalDataError, match="answered twice"):
+    with pytest.raises(DataError, match="answered twice"):
         answer_texts(questions, [{"question_id": i, "text": "a"} for i in (1, 1, 2)])
 
 
@@ -64,23 +64,23 @@ def test_shared_ids_are_told_apart_by_prompt():
         {"question_id": "img.png", "prompt": "Is it red?", "text": "yes"},
     ]
     assert answer_texts(questions, answers) == ["yes", "no"]
-    with pytest.raises(EvalDataError, match="need a `prompt`"):
+    with pytest.raises(DataError, match="need a `prompt`"):
         answer_texts(questions, [{"question_id": "img.png", "text": "yes"}])
 
 
 def test_invalid_utf8_byte_names_file_and_line(tmp_path: Path):
     path = tmp_path / "answers.jsonl"
     path.write_bytes(b'{"question_id": 1, "text": "a"}\n\n{"question_id": 2, "text": "caf\xe9"}\n')
-    with pytest.raises(EvalDataError, match=r"answers\.jsonl:3: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"answers\.jsonl:3:\d+: not UTF-8 text \(byte \d+ is"):
         read_answers(path)
 
 
 def test_jsonl_and_json_readers_name_file_and_line_of_an_invalid_byte(tmp_path: Path):
     jsonl = tmp_path / "questions.jsonl"
     jsonl.write_bytes(b'{"question_id": 1}\n{"question_id": 2, "text": "\xff"}\n')
-    with pytest.raises(EvalDataError, match=r"questions\.jsonl:2: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"questions\.jsonl:2:\d+: not UTF-8 text \(byte \d+ is"):
         read_jsonl(jsonl, "question file")
     whole = tmp_path / "annotations.json"
     whole.write_bytes(b'{"data": [\n  {"answers": ["ok"]},\n  {"answers": ["\xc3("]}\n]}\n')
-    with pytest.raises(EvalDataError, match=r"annotations\.json:3: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"annotations\.json:3:\d+: not UTF-8 text \(byte \d+ is"):
         read_json(whole, "annotations")

@@ -70,7 +70,7 @@ def test_score_answers_with_an_invalid_byte_prints_one_error_line_with_file_and_
     answers = tmp_path / "answers.jsonl"
     answers.write_bytes(b'{"question_id": 0, "text": "red"}\n{"question_id": 1, "text": "r\xe9d"}\n')
     message = _exit_message(["score", "synthetic", "--data", str(synthetic_data), "--answers", str(answers)])
-    assert f"{answers}:2: not valid UTF-8" in message
+    assert f"{answers}:2:30: not UTF-8 text (byte 63 is 0xe9" in message
 
 
 def test_failed_score_leaves_no_stale_json(synthetic_data, tmp_path, capsys):

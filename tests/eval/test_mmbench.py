@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llava_ckd.eval.files import EvalDataError
 from llava_ckd.eval.mmbench import MMBENCH, MMBENCH_CN, extract_letter
+from llava_ckd.files import DataError
 
 HEADER = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source", "l2-category",
           "comment", "split"]
@@ -70,7 +70,7 @@ def test_a_group_counts_only_if_every_rotation_is_right(mmbench_dir: Path):
 
 
 def test_every_row_needs_an_answer(mmbench_dir: Path):
-    with pytest.raises(EvalDataError, match="1 of 5 questions have no answer"):
+    with pytest.raises(DataError, match="1 of 5 questions have no answer"):
         MMBENCH.score(mmbench_dir, _answers({0: "A", 1000000: "C", 2000000: "B", 1: "A"}))
 
 
@@ -105,7 +105,7 @@ def test_submission_table_has_prediction_as_seventh_column(mmbench_dir: Path):
 
 
 def test_single_tsv_required(tmp_path: Path):
-    with pytest.raises(EvalDataError, match="exactly one MMBench .tsv, found 0"):
+    with pytest.raises(DataError, match="exactly one MMBench .tsv, found 0"):
         MMBENCH.questions(tmp_path)
 
 

@@ -4,8 +4,8 @@ import pytest
 
 from llava_ckd.data.synthetic import SyntheticSpec, write_benchmark
 from llava_ckd.eval.answers import answer_record, write_answers
-from llava_ckd.eval.files import EvalDataError, read_jsonl
 from llava_ckd.eval.synthetic import SYNTHETIC
+from llava_ckd.files import DataError, read_jsonl
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_score_strips_one_period_and_lowercases(synthetic_dir: Path):
 
 
 def test_missing_answer_is_an_error(synthetic_dir: Path):
-    with pytest.raises(EvalDataError, match="1 of 3 questions have no answer"):
+    with pytest.raises(DataError, match="1 of 3 questions have no answer"):
         SYNTHETIC.score(synthetic_dir, [{"question_id": q, "text": "x"} for q in ("q1", "q2")])
 
 

@@ -13,12 +13,12 @@ from PIL import Image
 from llava_ckd.data.conversations import ConversationEncoder
 from llava_ckd.data.synthetic import SyntheticSpec, write_benchmark
 from llava_ckd.eval.answers import answer_record
-from llava_ckd.eval.files import read_jsonl
 from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.questions import EvalQuestion
 from llava_ckd.eval.run import LOG_PROBS_FILE, evaluate, vision_check, vision_warning, with_images_replaced
 from llava_ckd.eval.synthetic import SYNTHETIC, likelihood_scores
 from llava_ckd.eval.vqa_normalize import vqav2_accuracy
+from llava_ckd.files import read_jsonl
 from llava_ckd.models import build_preset, load_vlm
 from tests.conftest import write_dataset
 

@@ -7,11 +7,11 @@ import pytest
 
 from llava_ckd.data.conversations import SHORT_ANSWER_SUFFIX
 from llava_ckd.eval.answers import read_answers, write_answers
-from llava_ckd.eval.files import EvalDataError
 from llava_ckd.eval.gqa import GQA
 from llava_ckd.eval.textvqa import TEXTVQA, question_from_prompt
 from llava_ckd.eval.vizwiz import VIZWIZ
 from llava_ckd.eval.vqav2 import VQAV2
+from llava_ckd.files import DataError
 
 from .conftest import line_count
 
@@ -47,7 +47,7 @@ def test_textvqa_finds_the_question_line(llava_benchmarks):
     questions = TEXTVQA.questions(llava_benchmarks / "textvqa")
     assert question_from_prompt(questions[0].prompt) == "what is the brand of this camera?"
     assert question_from_prompt("Reference OCR token: A\nWhat is it?\n" + SHORT_ANSWER_SUFFIX.strip()) == "what is it?"
-    with pytest.raises(EvalDataError, match="not a LLaVA TextVQA prompt"):
+    with pytest.raises(DataError, match="not a LLaVA TextVQA prompt"):
         question_from_prompt("What is it?")
 
 
@@ -58,7 +58,7 @@ def test_textvqa_finds_the_question_line(llava_benchmarks):
 )
 def test_scorers_name_the_missing_ground_truth(llava_benchmarks, benchmark, ground_truth):
     data_dir = llava_benchmarks / benchmark.name
-    with pytest.raises(EvalDataError, match=ground_truth):
+    with pytest.raises(DataError, match=ground_truth):
         benchmark.score(data_dir, read_answers(data_dir / "answers.jsonl"))
 
 
@@ -95,7 +95,7 @@ def test_gqa_balanced_question_without_prediction_is_an_error(tmp_path: Path):
     _llava_questions(tmp_path, [("1", "a.jpg", "Is it?")])
     truth = {k: {"answer": "no", "isBalanced": True, "types": {"structural": "s", "semantic": "s"}} for k in "12"}
     (tmp_path / "testdev_balanced_questions.json").write_text(json.dumps(truth))
-    with pytest.raises(EvalDataError, match="no prediction for GQA question 2"):
+    with pytest.raises(DataError, match="no prediction for GQA question 2"):
         GQA.score(tmp_path, _answers([("1", "Is it?", "no")]))
 
 
@@ -166,7 +166,7 @@ def test_vqav2_submission_lists_every_test_question(vqav2_dir: Path):
 
 
 def test_vqav2_needs_the_test2015_list(tmp_path: Path):
-    with pytest.raises(EvalDataError, match="llava_vqav2_mscoco_test2015.jsonl"):
+    with pytest.raises(DataError, match="llava_vqav2_mscoco_test2015.jsonl"):
         VQAV2.submission(tmp_path, VQAV2_ANSWERS)
 
 
@@ -181,7 +181,7 @@ def test_textvqa_annotation_without_answers_is_named(tmp_path: Path):
     (tmp_path / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": annotations}))
     answers = _answers([("img1", prompts[0], "Dakota"), ("img2", prompts[1], "Nike")])
     named = r"TextVQA annotation of question img2 \('what shoe\?'\) has no human answers"
-    with pytest.raises(EvalDataError, match=named):
+    with pytest.raises(DataError, match=named):
         TEXTVQA.score(tmp_path, answers)
 
 
@@ -193,7 +193,7 @@ def test_vizwiz_annotation_without_answers_is_named(tmp_path: Path):
     ]
     (tmp_path / "val.json").write_text(json.dumps(annotations))
     named = r"VizWiz annotation of question 7 \(VizWiz_val_7\.jpg\) has no human answers"
-    with pytest.raises(EvalDataError, match=named):
+    with pytest.raises(DataError, match=named):
         VIZWIZ.score(tmp_path, _answers([(0, "What?", "red"), (7, "Colour?", "white")]))
 
 
@@ -202,5 +202,5 @@ def test_vqav2_annotation_without_answers_is_named(vqav2_dir: Path):
     annotations = json.loads(path.read_text())
     annotations["annotations"][1]["answers"] = []
     path.write_text(json.dumps(annotations))
-    with pytest.raises(EvalDataError, match=r"VQAv2 annotation of question 2 has no human answers"):
+    with pytest.raises(DataError, match=r"VQAv2 annotation of question 2 has no human answers"):
         VQAV2.score(vqav2_dir, VQAV2_ANSWERS)

@@ -11,7 +11,7 @@ from transformers import AutoModelForImageTextToText
 
 from llava_ckd.config import StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset, TeacherView
-from llava_ckd.data.conversations import IGNORE_INDEX, DataError, load_conversations
+from llava_ckd.data.conversations import IGNORE_INDEX, load_conversations
 from llava_ckd.distill.cache import write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.loss import Distiller
@@ -20,6 +20,7 @@ from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.distill.terms import loss_terms
 from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.run import evaluate
+from llava_ckd.files import DataError
 from llava_ckd.models.build import ModelError, load_vlm
 from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import PARTS, set_trainable

@@ -20,7 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 
-from llava_ckd.data.conversations import IGNORE_INDEX, DataError, Sample, load_rgb
+from llava_ckd.data.conversations import IGNORE_INDEX, Sample, load_rgb
+from llava_ckd.files import DataError
 
 TEACHER_PREFIX = "teacher_"
 IMAGE_TOKEN_COUNTS = "image_token_counts"

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
-from llava_ckd.errors import UserError
+from llava_ckd.files import DataError, json_lines, read_json
 from llava_ckd.fingerprint import file_sha256, images_fingerprint
 from llava_ckd.models.processors import processor_image_token_id
 from llava_ckd.models.tokenizer import IMAGE_TOKEN
@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 IGNORE_INDEX = -100
 SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."   # LLaVA-1.5's short-answer prompt
-
-
-class DataError(UserError, ValueError):
-    """A data file that cannot be used at all."""
 
 
 class SkipSample(Exception):
@@ -90,35 +86,11 @@ class SkipReport:
                 "skipped": dict(self.skipped), "examples": self.examples}
 
 
-def read_utf8(path: Path) -> str:
-    """The text of `path`; a file that is not UTF-8 raises DataError naming it and the first bad byte."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        column = len(data[data.rfind(b"\n", 0, error.start) + 1 : error.start].decode("utf-8")) + 1
-        raise DataError(f"{path}, line {line} column {column} (byte {error.start}): not UTF-8 text "
-                        f"(byte 0x{data[error.start]:02x}: {error.reason}); save the file as UTF-8") from None
-
-
 def read_records(path: Path) -> list[tuple[str, object]]:
     """(location, record) pairs from a .json list or a .jsonl file; malformed JSON or text raises DataError."""
-    text = read_utf8(path)
     if path.suffix == ".jsonl":
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"{path}:{number}", json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {number}: malformed JSON: {error.msg} (column {error.colno})") from None
-        return records
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}, line {error.lineno} column {error.colno}: malformed JSON: {error.msg}") from None
+        return [(f"{path}:{number}", record) for number, record in json_lines(path, "conversation file")]
+    data = read_json(path, "conversation file")
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of conversation records, got {type(data).__name__}")
     return [(f"{path}[{index}]", record) for index, record in enumerate(data)]

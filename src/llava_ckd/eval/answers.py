@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 
-from llava_ckd.eval.files import EvalDataError, iter_jsonl
 from llava_ckd.eval.questions import EvalQuestion
+from llava_ckd.files import DataError, iter_jsonl
 
 REQUIRED_FIELDS = ("question_id", "text")
 SHOWN_IDS = 5
@@ -26,9 +26,9 @@ def read_answers(path: Path) -> list[dict]:
     for line_number, record in iter_jsonl(path, "answer file"):
         missing = [field for field in REQUIRED_FIELDS if field not in record]
         if missing:
-            raise EvalDataError(f"{path}:{line_number}: answer lacks {', '.join(missing)}")
+            raise DataError(f"{path}:{line_number}: answer lacks {', '.join(missing)}")
         if not isinstance(record["text"], str):
-            raise EvalDataError(f"{path}:{line_number}: answer text is not a string")
+            raise DataError(f"{path}:{line_number}: answer text is not a string")
         answers.append(record)
     return answers
 
@@ -65,22 +65,22 @@ def answer_texts(questions: list[EvalQuestion], answers: list[dict]) -> list[str
         if ids_are_unique:
             return str(answer["question_id"])
         if "prompt" not in answer:
-            raise EvalDataError("answers need a `prompt` here: several questions share a question_id")
+            raise DataError("answers need a `prompt` here: several questions share a question_id")
         return str(answer["question_id"]), answer["prompt"]
 
     texts: dict[Hashable, str] = {}
     for answer in answers:
         key = answer_key(answer)
         if key in texts:
-            raise EvalDataError(f"question answered twice: {key}")
+            raise DataError(f"question answered twice: {key}")
         texts[key] = answer["text"]
     keys = [question_key(q) for q in questions]
     missing = [key for key in keys if key not in texts]
     if missing:
-        raise EvalDataError(
+        raise DataError(
             f"{len(missing)} of {len(keys)} questions have no answer, e.g. {missing[:SHOWN_IDS]}"
         )
     unknown = texts.keys() - set(keys)
     if unknown:
-        raise EvalDataError(f"{len(unknown)} answers match no question, e.g. {sorted(unknown)[:SHOWN_IDS]}")
+        raise DataError(f"{len(unknown)} answers match no question, e.g. {sorted(unknown)[:SHOWN_IDS]}")
     return [texts[key] for key in keys]

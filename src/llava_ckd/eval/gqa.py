@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, read_json
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import accuracy_summary, render_scores
+from llava_ckd.files import DataError, read_json
 
 GROUND_TRUTH = "testdev_balanced_questions.json"
 
@@ -56,7 +56,7 @@ class Gqa:
             if not item["isBalanced"]:
                 continue
             if question_id not in predicted:
-                raise EvalDataError(f"no prediction for GQA question {question_id}")
+                raise DataError(f"no prediction for GQA question {question_id}")
             correct.append(predicted[question_id] == item["answer"])
             structural.append(item["types"]["structural"])
             semantic.append(item["types"]["semantic"])

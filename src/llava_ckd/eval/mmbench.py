@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, read_text
 from llava_ckd.eval.questions import MULTIPLE_CHOICE_SUFFIX, MULTIPLE_CHOICE_SUFFIX_CN, EvalQuestion
 from llava_ckd.eval.report import render_scores
+from llava_ckd.files import DataError, read_text
 
 OPTION_LETTERS = "ABCD"
 COPY_STRIDE = 1_000_000
@@ -83,7 +83,7 @@ def read_tsv(data_dir: Path) -> tuple[list[str], list[dict]]:
     """(header, rows) of the one `.tsv` in `data_dir`."""
     found = sorted(data_dir.glob("*.tsv"))
     if len(found) != 1:
-        raise EvalDataError(f"{data_dir}: expected exactly one MMBench .tsv, found {len(found)}")
+        raise DataError(f"{data_dir}: expected exactly one MMBench .tsv, found {len(found)}")
     csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(read_text(found[0], "MMBench .tsv"), newline=""), delimiter="\t")
     rows = list(reader)
@@ -143,7 +143,7 @@ class MMBench:
     def score(self, data_dir: Path, answers: list[dict]) -> dict:
         header, rows = read_tsv(data_dir)
         if "answer" not in header:
-            raise EvalDataError(f"{data_dir}: the MMBench TSV has no answer column; convert it for the server")
+            raise DataError(f"{data_dir}: the MMBench TSV has no answer column; convert it for the server")
         groups: dict[int, list[bool]] = defaultdict(list)
         group_category: dict[int, str] = {}
         for row, text in zip(rows, self._texts(rows, answers), strict=True):

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from llava_ckd.data.conversations import SHORT_ANSWER_SUFFIX
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, read_text
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import format_table
+from llava_ckd.files import DataError, read_text
 
 PERCEPTION = (
     "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
@@ -53,7 +53,7 @@ def read_ground_truth(path: Path) -> dict[tuple[str, str], str]:
             continue
         fields = line.strip().split("\t")
         if len(fields) != 3:
-            raise EvalDataError(f"{path}:{line_number}: expected image, question and answer separated by tabs")
+            raise DataError(f"{path}:{line_number}: expected image, question and answer separated by tabs")
         image, question, answer = fields
         truth[image, question] = answer.lower()
     return truth
@@ -87,7 +87,7 @@ class Mme:
         for key in ((image, asked), (image, double_spaced)):
             if key in truth:
                 return truth[key]
-        raise EvalDataError(f"no MME ground truth for {question.question_id}: {asked!r}")
+        raise DataError(f"no MME ground truth for {question.question_id}: {asked!r}")
 
     def score(self, data_dir: Path, answers: list[dict]) -> dict:
         questions = self.questions(data_dir)
@@ -97,13 +97,13 @@ class Mme:
         for question, text in zip(questions, texts, strict=True):
             task = question.category
             if task not in truths:
-                raise EvalDataError(f"unknown MME subtask {task!r} for question {question.question_id}")
+                raise DataError(f"unknown MME subtask {task!r} for question {question.question_id}")
             correct = parse_yes_no(text) == self._expected(question, truths[task])
             per_image[task][str(question.question_id)].append(correct)
         subtasks = {}
         for task, images in per_image.items():
             if any(len(image) != QUESTIONS_PER_IMAGE for image in images.values()):
-                raise EvalDataError(f"MME subtask {task}: every image needs exactly {QUESTIONS_PER_IMAGE} questions")
+                raise DataError(f"MME subtask {task}: every image needs exactly {QUESTIONS_PER_IMAGE} questions")
             subtasks[task] = subtask_score(list(images.values()))
         return {
             "perception": sum(subtasks[task] for task in PERCEPTION),

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from llava_ckd.data.conversations import SHORT_ANSWER_SUFFIX
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import read_jsonl
 from llava_ckd.eval.questions import MULTIPLE_CHOICE_SUFFIX, EvalQuestion
 from llava_ckd.eval.report import accuracy_summary, render_scores
+from llava_ckd.files import read_jsonl
 
 RANDOM_SEED = 42
 MULTIPLE_CHOICE = "multiple-choice"

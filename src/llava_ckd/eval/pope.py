@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, read_jsonl
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import format_table
+from llava_ckd.files import DataError, read_jsonl
 
 SPLITS = ("adversarial", "popular", "random")
 NO_WORDS = ("No", "no", "not")
@@ -69,7 +69,7 @@ class Pope:
             labelled_yes = [record["label"] != "no" for record in read_jsonl(labels_path, "POPE label file")]
             predicted_yes = [parse_yes(t) for q, t in zip(questions, texts, strict=True) if q.category == split]
             if len(predicted_yes) != len(labelled_yes):
-                raise EvalDataError(
+                raise DataError(
                     f"{labels_path}: {len(labelled_yes)} labels but {len(predicted_yes)} {split} questions"
                 )
             splits[split] = split_metrics(predicted_yes, labelled_yes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_ckd.eval.files import read_jsonl
+from llava_ckd.files import read_jsonl
 
 MULTIPLE_CHOICE_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 MULTIPLE_CHOICE_SUFFIX_CN = "\n请直接回答选项字母。"

@@ -32,10 +32,10 @@ from tqdm import tqdm
 
 from llava_ckd.errors import UserError
 from llava_ckd.eval.answers import answer_record, read_answers
-from llava_ckd.eval.files import EvalDataError, read_jsonl
 from llava_ckd.eval.generate import AnswerGenerator, GenerationRequest
 from llava_ckd.eval.questions import EvalQuestion
 from llava_ckd.eval.registry import get_benchmark
+from llava_ckd.files import DataError, read_jsonl
 from llava_ckd.fingerprint import differences, folder_files, location_fingerprint
 from llava_ckd.models import load_vlm
 from llava_ckd.storage import write_whole
@@ -55,7 +55,7 @@ class EvalRunError(UserError, ValueError):
     """An evaluation asked for with settings that cannot work (e.g. a batch size of 0)."""
 
 
-class StaleAnswersError(EvalDataError):
+class StaleAnswersError(DataError):
     """The output folder holds answers of another evaluation (another model, benchmark or data)."""
 
 

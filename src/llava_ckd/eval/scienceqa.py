@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import read_json
 from llava_ckd.eval.questions import MULTIPLE_CHOICE_SUFFIX, EvalQuestion
 from llava_ckd.eval.report import format_table
+from llava_ckd.files import read_json
 
 OPTIONS = "ABCDE"
 ANSWER_SENTENCE = re.compile(r"The answer is ([A-Z]).")

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, read_jsonl
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import accuracy_summary, render_scores
 from llava_ckd.eval.vqa_normalize import vqav2_accuracy
+from llava_ckd.files import DataError, read_jsonl
 
 CALIBRATION_BINS = 10
 
@@ -66,7 +66,7 @@ class Synthetic:
         try:
             vocabulary = json.loads(spec_path.read_text())["answers"]
         except (OSError, json.JSONDecodeError, KeyError) as err:
-            raise EvalDataError(f"{spec_path}: no answer vocabulary ({err})") from err
+            raise DataError(f"{spec_path}: no answer vocabulary ({err})") from err
         return {str(q.question_id): vocabulary[q.category] for q in self.questions(data_dir)}
 
     def score(self, data_dir: Path, answers: list[dict], log_probs: dict[str, dict[str, float]] | None = None) -> dict:
@@ -75,7 +75,7 @@ class Synthetic:
         keys = []
         for question in questions:
             if (expected := key.get(str(question.question_id))) is None:
-                raise EvalDataError(f"answer_key.jsonl has no answer for question {question.question_id}")
+                raise DataError(f"answer_key.jsonl has no answer for question {question.question_id}")
             keys.append(expected)
         predictions = [prediction(text) for text in answer_texts(questions, answers)]
         categories = [k["category"] for k in keys]
@@ -110,7 +110,7 @@ def likelihood_scores(log_probs: list[dict[str, float]], keys: list[dict]) -> di
         q = {answer: s - normaliser for answer, s in scores.items()}
         distribution = answer_distribution(key)
         if unknown := set(distribution) - set(q):
-            raise EvalDataError(f"question {key['question_id']}: answers {sorted(unknown)} are not candidates")
+            raise DataError(f"question {key['question_id']}: answers {sorted(unknown)} are not candidates")
         log_likelihood += sum(p * q[answer] for answer, p in distribution.items())
         bayes += sum(p * math.log(p) for p in distribution.values() if p > 0)
         best = max(q, key=q.get)

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, read_json
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import accuracy_summary, render_scores
 from llava_ckd.eval.vqa_normalize import textvqa_accuracy
+from llava_ckd.files import DataError, read_json
 
 ANNOTATIONS = "TextVQA_0.5.1_val.json"
 OCR_LINE_START = "Reference OCR token: "
@@ -38,7 +38,7 @@ def question_from_prompt(prompt: str) -> str:
     elif len(lines) == 2:
         question = lines[0]
     else:
-        raise EvalDataError(f"not a LLaVA TextVQA prompt: {prompt!r}")
+        raise DataError(f"not a LLaVA TextVQA prompt: {prompt!r}")
     return question.lower()
 
 
@@ -58,9 +58,9 @@ class TextVqa:
         for question, text in zip(questions, answer_texts(questions, answers), strict=True):
             key = (question.question_id, question_from_prompt(question.prompt))
             if key not in human_answers:
-                raise EvalDataError(f"no TextVQA annotation for image {key[0]}, question {key[1]!r}")
+                raise DataError(f"no TextVQA annotation for image {key[0]}, question {key[1]!r}")
             if not human_answers[key]:
-                raise EvalDataError(f"{data_dir / ANNOTATIONS}: the TextVQA annotation of question {key[0]} "
+                raise DataError(f"{data_dir / ANNOTATIONS}: the TextVQA annotation of question {key[0]} "
                                     f"({key[1]!r}) has no human answers; the official scorer needs 10")
             scores.append(textvqa_accuracy(text, human_answers[key]))
         return accuracy_summary(scores)

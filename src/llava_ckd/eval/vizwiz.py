@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, read_json
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import accuracy_summary, render_scores
 from llava_ckd.eval.vqa_normalize import evalai_process, vizwiz_accuracy
+from llava_ckd.files import DataError, read_json
 
 ANNOTATIONS = "val.json"
 
@@ -51,11 +51,11 @@ class VizWiz:
         for question, text in zip(questions, answer_texts(questions, answers), strict=True):
             image = question.image.name
             if image not in by_image:
-                raise EvalDataError(f"no VizWiz annotation for image {image}")
+                raise DataError(f"no VizWiz annotation for image {image}")
             annotation = by_image[image]
             human_answers = [a["answer"] for a in annotation["answers"]]
             if not human_answers:
-                raise EvalDataError(f"{data_dir / ANNOTATIONS}: the VizWiz annotation of question "
+                raise DataError(f"{data_dir / ANNOTATIONS}: the VizWiz annotation of question "
                                     f"{question.question_id} ({image}) has no human answers")
             scores.append(vizwiz_accuracy(evalai_process(text), human_answers))  # the answer as submitted
             answer_types.append(annotation["answer_type"])

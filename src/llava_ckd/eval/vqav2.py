@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_ckd.eval.answers import answer_texts
-from llava_ckd.eval.files import EvalDataError, read_json, read_jsonl
 from llava_ckd.eval.questions import EvalQuestion, read_llava_questions
 from llava_ckd.eval.report import accuracy_summary, render_scores
 from llava_ckd.eval.vqa_normalize import evalai_process, vqav2_accuracy
+from llava_ckd.files import DataError, read_json, read_jsonl
 
 ALL_TEST_QUESTIONS = "llava_vqav2_mscoco_test2015.jsonl"
 ANNOTATIONS = "v2_mscoco_val2014_annotations.json"
@@ -55,10 +55,10 @@ class Vqav2:
         for question, text in zip(questions, answer_texts(questions, answers), strict=True):
             annotation = by_id.get(str(question.question_id))
             if annotation is None:
-                raise EvalDataError(f"no VQAv2 annotation for question {question.question_id}")
+                raise DataError(f"no VQAv2 annotation for question {question.question_id}")
             human_answers = [a["answer"] for a in annotation["answers"]]
             if not human_answers:
-                raise EvalDataError(f"{data_dir / ANNOTATIONS}: the VQAv2 annotation of question "
+                raise DataError(f"{data_dir / ANNOTATIONS}: the VQAv2 annotation of question "
                                     f"{question.question_id} has no human answers")
             scores.append(vqav2_accuracy(evalai_process(text), human_answers))
             answer_types.append(annotation["answer_type"])

@@ -9,13 +9,14 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from llava_ckd.config import CachedTeacherConfig, StageConfig
 from llava_ckd.data.collator import TeacherView, response_ids
-from llava_ckd.data.conversations import DataError, Sample, load_conversations
+from llava_ckd.data.conversations import Sample, load_conversations
 from llava_ckd.distill.cache import TeacherCache
 from llava_ckd.distill.heads import check_plain_head
 from llava_ckd.distill.loss import Distiller, visual_grids_differ
 from llava_ckd.distill.teachers import OnlineTeacher
 from llava_ckd.distill.terms import LossTerm, Need, needs_of
 from llava_ckd.distill.vocab import shared_vocab_size, shared_vocabulary
+from llava_ckd.files import DataError
 from llava_ckd.models.load import model_from_source
 
 
