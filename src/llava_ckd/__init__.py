@@ -3,7 +3,8 @@
 The package's rooms, in layers: a module imports from its own room and from rooms of lower layers only
 (tests/test_layers.py holds the code to that).
 
-    layer 1  errors, files, storage, fingerprint  the user-error base, files read and written whole, fingerprints
+    layer 1  errors, files, storage, fingerprint, options  the user-error base, files read and written whole,
+                                             fingerprints, a schema's options and their help
     layer 2  models, engines                 model sources, building, loading and shapes; multi-process placement
     layer 3  data                            LLaVA conversations, samples, collation, the synthetic benchmark
     layer 4  distill, eval                   distillation losses and Teacher signals; benchmarks and their scoring

@@ -159,9 +159,42 @@ def _convert(args: argparse.Namespace) -> None:
     print(write_submission(args.benchmark, Path(args.data), answers, Path(args.out)))
 
 
+def schema(name: str):
+    """The schema of a stage file or a recipe file."""
+    if name == "stage":
+        from llava_ckd.config import StageConfig
+
+        return StageConfig
+    from llava_ckd.cascade.recipe import Recipe
+
+    return Recipe
+
+
+class Parser(argparse.ArgumentParser):
+    """A parser whose --help ends with the fields of the file its command reads, from their schema."""
+
+    def __init__(self, *args, file_schema: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.file_schema = file_schema
+
+    def format_help(self) -> str:
+        if self.file_schema is None:
+            return super().format_help()
+        from llava_ckd.options import options, text_table
+
+        return (f"{super().format_help()}\nfields of the {self.file_schema} file:\n"
+                f"{text_table(options(schema(self.file_schema)))}\n")
+
+
+def _options(args: argparse.Namespace) -> None:
+    from llava_ckd.options import markdown_table, options, text_table
+
+    rows = options(schema(args.file))
+    print(markdown_table(rows) if args.markdown else text_table(rows))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llava-ckd", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="llava-ckd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
                         help="on a user error, show the traceback instead of the one `error:` line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -197,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seeds", type=int, default=4, help="Student seeds 0..N-1")
     demo.set_defaults(handler=_demo)
 
-    train = commands.add_parser("train", help="run one training stage (pretrain, sft or distill) from a YAML file")
+    train = commands.add_parser("train", help="run one training stage (pretrain, sft or distill) from a YAML file",
+                                file_schema="stage")
     train.add_argument("config", help="stage YAML")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set max_steps=10 (repeatable)")
@@ -207,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     cascade = commands.add_parser("cascade", help="run a cascade recipe: Teachers, then the Student of every plan "
-                                  "(none, direct, top-down, bottom-up), then evaluation; finished stages are reused")
+                                  "(none, direct, top-down, bottom-up), then evaluation; finished stages are reused",
+                                  file_schema="recipe")
     cascade.add_argument("recipe", help="cascade recipe YAML (see configs/cascade/demo.yaml)")
     cascade.add_argument("--dry-run", action="store_true", help="print the stages of each plan and run nothing")
     cascade.add_argument("--restart", action="store_true",
@@ -299,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--answers", required=True, help="answer file, one JSON line per question")
     convert.add_argument("--out", required=True, help="submission file (.json; .tsv for MMBench)")
     convert.set_defaults(handler=_convert)
+
+    option_list = commands.add_parser("options", help="every field of a stage file or a recipe file: type, default "
+                                      "and help (docs/options.md is this, as markdown)")
+    option_list.add_argument("file", choices=("stage", "recipe"))
+    option_list.add_argument("--markdown", action="store_true", help="as a markdown table")
+    option_list.set_defaults(handler=_options)
 
     return parser
 

@@ -21,6 +21,7 @@ from llava_ckd.distill.terms import (
 from llava_ckd.errors import UserError
 from llava_ckd.models.parts import PARTS
 from llava_ckd.models.source import ModelSource, Strict
+from llava_ckd.options import hint, options
 
 
 class ConfigError(UserError, ValueError):
@@ -29,8 +30,11 @@ class ConfigError(UserError, ValueError):
 
 class DataConfig(Strict):
     conversations: Path
+    """LLaVA conversation records: a .json list or a .jsonl file."""
     images: Path | None = None
+    """The folder the records' `image` names are read from (none: text-only records)."""
     max_length: int = Field(2048, ge=1)
+    """Tokens per sample; longer samples are cut, and skipped when no answer token is left."""
 
 
 class OnlineTeacherConfig(Strict):
@@ -38,6 +42,7 @@ class OnlineTeacherConfig(Strict):
 
     kind: Literal["online"]
     model: ModelSource
+    """The Teacher's model source."""
 
 
 class CachedTeacherConfig(Strict):
@@ -45,6 +50,7 @@ class CachedTeacherConfig(Strict):
 
     kind: Literal["cached"]
     path: Path
+    """The folder `llava-ckd cache-teacher` wrote."""
 
 
 TeacherConfig = Annotated[OnlineTeacherConfig | CachedTeacherConfig, Field(discriminator="kind")]
@@ -55,7 +61,9 @@ class ScheduleWindow(Strict):
     so that a chain of stages (bottom-up's distillations) follows one warm-up and one decay."""
 
     start: int = Field(ge=0)
+    """The schedule's step this stage starts at."""
     total: int = Field(ge=1)
+    """The schedule's length over every stage of the chain."""
 DISTILL_FIELDS = ("teacher", "losses", "divergence", "kd_chunk_size")
 
 
@@ -63,30 +71,56 @@ class StageConfig(Strict):
     """One training stage: which model, which data, which parts train, and how."""
 
     kind: Literal["pretrain", "sft", "distill"]
+    """pretrain: the projector on captions; sft: projector and LLM on instructions; distill: CE plus KD."""
     model: ModelSource
+    """The model this stage trains (the Student in a distill stage)."""
     data: DataConfig
+    """The conversations, their images and the sample length."""
     output_dir: Path
+    """Where the stage writes its checkpoints, final model, log and data report."""
     train: tuple[str, ...] | None = None
+    """The parts that train: vision, projector, llm (default: projector for pretrain, projector and llm else)."""
     learning_rate: float = Field(2e-5, gt=0)
+    """The schedule's peak learning rate (AdamW)."""
     batch_size: int = Field(8, ge=1)
+    """Samples per device per micro-batch."""
     grad_accum: int = Field(1, ge=1)
+    """Micro-batches per optimizer step; every loss term is normalised over them."""
     epochs: float = Field(1.0, gt=0)
+    """Passes over the data, when `max_steps` is not given."""
     max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps; overrides `epochs`."""
     schedule: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """The learning-rate schedule after warm-up."""
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    """The share of the steps spent warming up."""
     schedule_window: ScheduleWindow | None = None
+    """Run one window of a longer schedule (bottom-up's chained distillations on one schedule)."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW's weight decay."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision of the training step; an online Teacher runs in it too."""
     activation_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
     seed: int = Field(0, ge=0)
+    """Seeds initialisation, data order and dropout."""
     save_steps: int = Field(500, ge=1)
+    """A resumable checkpoint every this many steps."""
     save_total_limit: int = Field(2, ge=1)
+    """Checkpoints kept."""
     logging_steps: int = Field(10, ge=1)
+    """Steps between log lines (and TensorBoard points)."""
     dataloader_workers: int = Field(0, ge=0)
+    """Processes loading batches (0: in the training process)."""
     teacher: TeacherConfig | None = None
+    """distill only: {kind: online, model: SOURCE} runs beside the Student; {kind: cached, path: DIR} reads
+    top-k signals."""
     losses: tuple[AnyTerm, ...] = (CrossEntropy(), ResponseKD())
+    """distill only: the loss terms, [{term: NAME, weight: W, ...}] (or the mapping {NAME: W}); see distill/terms.py."""
     divergence: DivergenceSpec = DivergenceSpec()
+    """distill only: the divergence of every KD term that does not name its own."""
     kd_chunk_size: int = Field(256, ge=1)
+    """distill only: positions per chunk of the fused LM-head losses (memory against passes)."""
 
     @field_validator("losses", mode="before")
     @classmethod
@@ -171,8 +205,10 @@ def validate(model: type[BaseModel], data: dict, source: Path | str):
     try:
         return model.model_validate(data)
     except ValidationError as error:
+        rows = options(model)
         problems = "\n".join(
-            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
+            f"  {location or '(top level)'}: {e['msg']}{hint(rows, location, e['type'])}"
+            for e in error.errors() for location in ['.'.join(str(part) for part in e['loc'])]
         )
         raise ConfigError(f"{source}: invalid configuration\n{problems}") from None
 

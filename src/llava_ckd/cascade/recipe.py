@@ -16,18 +16,9 @@
       - {stage: dft, plan: direct, model: student, set: {max_steps: 600}}
     evaluation: {benchmark: synthetic, data: data/test}
 
-A template stage is a partial StageConfig (the cascade sets `model`, `output_dir` and `teacher`) plus:
-  signals      online (the Teacher runs beside the Student) or cached (top-k signals written first);
-  top_k        tokens kept per position in cached signals;
-  teachers     which Teachers this stage distils from, replacing the plan's order where it distils;
-  without_kd   what the stage becomes where nothing is distilled (Teachers' own training, plan `none`):
-               skip (default), pretrain or sft; e.g. LLaVA-KD's DPT is `kind: distill, without_kd: pretrain`.
-  budget       per-teacher (default, the paper's layout): each distillation from a Teacher runs `max_steps`;
-               per-plan: `max_steps` is what the model gets in this stage in every plan, split evenly over the
-               Teachers it distils from, in chain order (the first get the remainder), in full where it distils
-               from nobody, so `none`, `direct`, `top-down` and `bottom-up` train the Student equally long;
-  chain_schedule  with budget per-plan: fresh (default), each distillation warms up and decays on its own;
-               continued, the distillations of one model run consecutive windows of one schedule over `max_steps`.
+A template stage is a partial StageConfig (the cascade sets `model`, `output_dir` and `teacher`) plus the cascade
+fields of `StageSettings` (signals, top_k, teachers, without_kd, budget, chain_schedule); `llava-ckd options recipe`
+lists every field with its help.
 Overrides apply in their order to the stages they select (`stage`, and optionally `plan` and `model`).
 """
 
@@ -53,17 +44,29 @@ CASCADE_FIELDS = ("signals", "top_k", "teachers", "without_kd", "budget", "chain
 StageFields = create_model(
     "StageFields",
     __config__=ConfigDict(extra="forbid", frozen=True),
-    **{name: (Any, None) for name in STAGE_FIELDS},
+    **{name: (Any, Field(None, description=StageConfig.model_fields[name].description)) for name in STAGE_FIELDS},
 )
 
 
 class StageSettings(StageFields):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     signals: Literal["online", "cached"] | None = None
+    """online (default): the Teacher runs beside the Student; cached: its top-k signals are written first."""
     top_k: int | None = Field(None, ge=1)
+    """Tokens kept per position in cached signals."""
     teachers: tuple[str, ...] | None = None
+    """Which Teachers this stage distils from, replacing the plan's order where it distils."""
     without_kd: Literal["skip", "pretrain", "sft"] | None = None
+    """What the stage becomes where nothing is distilled (Teachers' own training, plan `none`): skip (default),
+    pretrain or sft; LLaVA-KD's DPT is `kind: distill, without_kd: pretrain`."""
     budget: Literal["per-teacher", "per-plan"] | None = None
+    """per-teacher (default, the paper's layout): each distillation runs `max_steps`; per-plan: `max_steps` is the
+    model's in this stage in every plan, split evenly over its Teachers in chain order (the first get the
+    remainder), so every plan trains the Student equally long."""
     chain_schedule: Literal["fresh", "continued"] | None = None
+    """With budget per-plan: fresh (default), each distillation warms up and decays on its own; continued, one
+    model's distillations run consecutive windows of one schedule over `max_steps`."""
 
     @field_validator("teachers")
     @classmethod
@@ -82,13 +85,18 @@ class StageSettings(StageFields):
 
 class StageTemplate(StageSettings):
     name: str = Field(pattern=NAME_PATTERN)
+    """The stage's name in stage folders, overrides and reports."""
     kind: Literal["pretrain", "sft", "distill"]
+    """As a stage's `kind`."""
 
 
 class TeacherSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
+    """The Teacher's name in plans, stage folders and reports."""
     model: ModelSource
-    capacity: int | None = Field(None, gt=0, description="parameters; counted from the model when not given")
+    """A ready checkpoint (`path`), used as it is; a preset or a composition is trained with the stage template."""
+    capacity: int | None = Field(None, gt=0)
+    """Parameters; counted from the model when not given."""
 
     @field_validator("name")
     @classmethod
@@ -105,9 +113,13 @@ class TeacherSpec(Strict):
 
 class Override(Strict):
     stage: str
+    """The template stage it changes."""
     plan: PlanName | None = None
+    """Only in this plan (default: every plan)."""
     model: str | None = None
+    """Only for this model: `student` or a Teacher's name (default: every model)."""
     set: StageSettings
+    """Stage fields or the cascade fields of `stages[]` to set."""
 
     def selects(self, plan: str, model: str, stage: str) -> bool:
         return self.stage == stage and self.plan in (None, plan) and self.model in (None, model)
@@ -115,11 +127,15 @@ class Override(Strict):
 
 class Evaluation(Strict):
     benchmark: str
+    """The benchmark's name (`llava-ckd score --help` lists them)."""
     data: Path
-    val: Path | None = Field(None, description="validation split: for choices and checks (a study's plateau "
-                                               "check); results are reported on `data`")
+    """The benchmark's folder; results are reported on it."""
+    val: Path | None = None
+    """A validation split, for choices and checks (a study's plateau check)."""
     batch_size: int = Field(16, ge=1)
+    """Questions per generation batch."""
     metric: str = "accuracy"
+    """The score's field that results tables and studies report."""
 
     def answers_folder(self, data: Path) -> str:
         """The folder name of a model's answers on `data`: the benchmark's name, with `-val` on the val split (a
@@ -130,14 +146,25 @@ class Evaluation(Strict):
 
 class Recipe(Strict):
     output: Path
+    """cascade.json, results.md, and (without `store`) every stage's folder."""
     store: Path | None = None
+    """Where stage folders go; recipes sharing a store share their stages."""
     student: ModelSource
+    """The Student's model source."""
     teachers: tuple[TeacherSpec, ...] = Field(min_length=1)
+    """The chain, smallest first."""
     defaults: StageFields = StageFields()
+    """Stage fields (`llava-ckd options stage`) of every stage; the distillation fields only where a stage
+    distils."""
     stages: tuple[StageTemplate, ...] = Field(min_length=1)
+    """The template every model follows: each entry stage fields (`llava-ckd options stage`, less model,
+    output_dir and teacher, which the cascade sets) and the fields below."""
     plans: tuple[PlanName, ...] = Field(min_length=1)
+    """none, direct, top-down (TAKD), bottom-up (CKD)."""
     overrides: tuple[Override, ...] = ()
+    """Changes to some stages, applied in their order."""
     evaluation: Evaluation | None = None
+    """How each plan's Student is evaluated."""
 
     @property
     def stage_root(self) -> Path:

@@ -114,12 +114,16 @@ _SHAPE_PARAMETER = {"jsd": "beta", "skew_forward_kl": "alpha", "skew_reverse_kl"
 class DivergenceSpec(BaseModel):
     """Which divergence a recipe uses, with its parameters; calling it gives the per-token loss."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     name: DivergenceName = "forward_kl"
+    """forward_kl (KL(p_T‖p_S)), reverse_kl, jsd, tv, skew_forward_kl or skew_reverse_kl."""
     temperature: float = Field(1.0, gt=0)
-    beta: float = Field(0.5, ge=0, le=1, description="JSD mixture weight of the Teacher")
-    alpha: float = Field(0.1, ge=0, lt=1, description="skew KL: weight of the target in the mixture")
+    """τ, dividing both models' logits; the KL family is multiplied by τ²."""
+    beta: float = Field(0.5, ge=0, le=1)
+    """jsd: the Teacher's weight in the mixture."""
+    alpha: float = Field(0.1, ge=0, lt=1)
+    """skew KL: the target's weight in the mixture."""
 
     def __call__(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         parameters = {"temperature": self.temperature}

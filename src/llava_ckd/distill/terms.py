@@ -70,7 +70,10 @@ TERMS: dict[str, type[LossTerm]] = {}
 
 
 class LossTerm(Strict):
+    term: str
+    """The term's registered name."""
     weight: float = Field(1.0, gt=0)
+    """The term's weight in the stage's loss."""
 
     needs: ClassVar[frozenset[Need]] = frozenset()
 
@@ -117,6 +120,7 @@ class ResponseKD(HeadTerm):
 
     term: Literal["response_kd"] = "response_kd"
     divergence: DivergenceSpec | None = None
+    """This term's divergence (default: the stage's)."""
     needs: ClassVar[frozenset[Need]] = frozenset({Need.ANSWER_DISTRIBUTION})
     head_weight: ClassVar[str] = "kd_weight"
 
@@ -127,6 +131,7 @@ class VisualKD(ImageTokenTerm):
 
     term: Literal["visual_kd"] = "visual_kd"
     divergence: DivergenceSpec | None = None
+    """This term's divergence (default: the stage's)."""
 
     def value(self, states: ImageTokenStates, divergence: DivergenceSpec) -> Tensor:
         visual = head_kd_loss(states.student, states.student_head, states.teacher, states.teacher_head, divergence,
