@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from llava_ckd.data import conversations
 from llava_ckd.data.collator import Collator
 from llava_ckd.data.conversations import IGNORE_INDEX, load_conversations
 from llava_ckd.files import DataError
@@ -176,6 +177,18 @@ def test_checked_samples_are_cached_until_the_file_changes(tmp_path, processor, 
     path.write_text(json.dumps(colour_records(2)))
     with pytest.raises(AssertionError, match="encoded again"):
         load(path, processor)
+
+
+def test_an_image_named_by_several_records_is_decoded_once(tmp_path, processor, monkeypatch):
+    records = colour_records(4)
+    for record in records:
+        record["image"] = records[0]["image"]
+    path = write_dataset(tmp_path, records)
+    decoded = []
+    monkeypatch.setattr(conversations, "readable_size",
+                        lambda image, check=conversations.readable_size: decoded.append(image) or check(image))
+    samples, _ = load(path, processor)
+    assert len(samples) == 4 and decoded == [tmp_path / "images" / records[0]["image"]]
 
 
 def test_an_image_cut_short_or_deleted_after_the_first_check_is_found_on_the_next_load(tmp_path, processor):

@@ -7,11 +7,18 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from transformers import AutoModelForImageTextToText
 
 from llava_ckd.config import StageConfig
 from llava_ckd.data.collator import Collator, ConversationDataset, TeacherView
-from llava_ckd.data.conversations import IGNORE_INDEX, load_conversations
+from llava_ckd.data.conversations import (
+    IGNORE_INDEX,
+    ConversationEncoder,
+    image_expansion,
+    load_conversations,
+    load_rgb,
+)
 from llava_ckd.distill.cache import write_teacher_cache
 from llava_ckd.distill.divergences import DivergenceSpec
 from llava_ckd.distill.loss import Distiller
@@ -68,6 +75,24 @@ def test_labels_cover_exactly_the_assistant_turns_under_the_familys_template(fam
         assert decoded == answers, sample.sample_id
         assert len(sample.image_tokens) == len(sample.images)
         assert sum(sample.image_tokens) == sample.input_ids.count(model.config.image_token_id)
+
+
+def test_an_images_expansion_depends_on_its_size_alone(family, checkpoints, family_data):
+    """What lets the data check expand each image size once: a blank image of the same size expands the same."""
+    _, processor = load_vlm(checkpoints["student"])
+    for name in IMAGES:
+        image = load_rgb(family_data.parent / "images" / name)
+        assert image_expansion(processor, image) == image_expansion(processor, Image.new("RGB", image.size)), name
+
+
+def test_spliced_image_ids_equal_the_tokenization_of_the_whole_text(family, checkpoints, family_data):
+    _, processor = load_vlm(checkpoints["student"])
+    spliced, whole = (ConversationEncoder(processor, family_data.parent / "images", 512) for _ in range(2))
+    whole._splices = False
+    for position, record in enumerate(json.loads(family_data.read_text())):
+        assert spliced.encode(record, position) == whole.encode(record, position), record["id"]
+    # Gemma 3's expansion opens with newlines, which the text before it can merge with: it is tokenized whole
+    assert spliced._splices is (family.name != "gemma3")
 
 
 def test_image_token_counts_are_the_models_own(family, checkpoints, family_data):

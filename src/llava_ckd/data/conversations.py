@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+from bisect import bisect_right
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -211,6 +212,14 @@ class ConversationEncoder:
         self.image_token_id = processor_image_token_id(processor)
         self.image_folder = image_folder
         self.max_length = max_length
+        self.start_memos()
+
+    def start_memos(self) -> None:
+        """What one encoder learns once and reuses: image sizes, expansions and their ids, whether ids splice."""
+        self._image_sizes: dict[Path, tuple[int, int] | SkipSample] = {}
+        self._expansions: dict[tuple[int, int], str] = {}
+        self._expansion_ids: dict[str, list[int]] = {}
+        self._splices: bool | None = None
 
     def messages(self, record: dict, n_images: int) -> list[dict]:
         turns = record.get("conversations")
@@ -238,29 +247,66 @@ class ConversationEncoder:
             raise SkipSample("record has an image but no image folder was given")
         paths = [self.image_folder / name for name in names]
         for path in paths:
-            if not path.is_file():
-                raise SkipSample("image not found", str(path))
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError) as error:
-                raise SkipSample("unreadable image", f"{path}: {error}") from None
+            self.image_size(path)
         return paths
 
+    def image_size(self, path: Path) -> tuple[int, int]:
+        """The size of a readable image, decoded in full once per encoder (a file cut short after its header is
+        unreadable); a missing or unreadable one raises SkipSample, each time it is named."""
+        if path not in self._image_sizes:
+            self._image_sizes[path] = readable_size(path)
+        size = self._image_sizes[path]
+        if isinstance(size, SkipSample):
+            raise size
+        return size
+
     def expansion(self, path: Path) -> str:
-        try:
-            image = load_rgb(path)
-        except OSError as error:  # cut short after the header, which `verify` alone passes
-            raise SkipSample("unreadable image", f"{path}: {error}") from None
-        return image_expansion(self.processor, image)
+        """The image's expansion: the processor's, computed once per image size (it depends on the size only)."""
+        size = self.image_size(path)
+        if size not in self._expansions:
+            self._expansions[size] = image_expansion(self.processor, Image.new("RGB", size))
+        return self._expansions[size]
 
     def settings(self) -> str:
         """The processor's settings, which decide how images expand (a key of the sample cache)."""
         return self.processor.to_json_string()
 
+    def expansion_ids(self, expansion: str) -> list[int]:
+        if expansion not in self._expansion_ids:
+            self._expansion_ids[expansion] = self.tokenizer(expansion, add_special_tokens=False)["input_ids"]
+        return self._expansion_ids[expansion]
+
     def image_token_counts(self, expansions: list[str]) -> list[int]:
-        return [self.tokenizer(expansion, add_special_tokens=False)["input_ids"].count(self.image_token_id)
-                for expansion in expansions]
+        return [self.expansion_ids(expansion).count(self.image_token_id) for expansion in expansions]
+
+    def tokens_and_labels(self, text: str, spans: list[tuple], expansions: list[str]) -> tuple[list[int], list[int]]:
+        """The ids and labels of `text` with its image placeholders expanded. Where the placeholder and every
+        expansion are bounded by added tokens (which the tokenizer splits the text at), the text is tokenized with
+        one placeholder per image and each expansion's ids are spliced in: the ids come out the same (the first
+        such sample checks it against the whole text's tokenization) for a fraction of the work."""
+        expanded, moved = expand_images(self.image_token, text, spans, expansions)
+        if not expansions or self._splices is False or not all(map(self.bounded_by_added_tokens, expansions)):
+            return tokens_and_labels(self.tokenizer, expanded, moved)
+        ids, labels = tokens_and_labels(self.tokenizer, text, spans)
+        placeholders = [index for index, token in enumerate(ids) if token == self.image_token_id]
+        if len(placeholders) != len(expansions):
+            return tokens_and_labels(self.tokenizer, expanded, moved)
+        for index, expansion in zip(reversed(placeholders), reversed(expansions), strict=True):
+            expansion_ids = self.expansion_ids(expansion)
+            ids[index:index + 1] = expansion_ids
+            labels[index:index + 1] = [IGNORE_INDEX] * len(expansion_ids)
+        if self._splices is None:
+            self._splices = (ids, labels) == tokens_and_labels(self.tokenizer, expanded, moved)
+            if not self._splices:
+                log.info("%s: spliced image ids differ from the whole text's; tokenizing whole texts",
+                         self.tokenizer.name_or_path)
+                return tokens_and_labels(self.tokenizer, expanded, moved)
+        return ids, labels
+
+    def bounded_by_added_tokens(self, expansion: str) -> bool:
+        added = self.tokenizer.get_added_vocab()
+        return (self.image_token in added and any(expansion.startswith(token) for token in added)
+                and any(expansion.endswith(token) for token in added))
 
     def prompt(self, user_text: str, images: list[Image.Image]) -> str:
         """The generation prompt for one user message, its images expanded as in training."""
@@ -278,8 +324,7 @@ class ConversationEncoder:
         text, spans = render_with_answer_spans(self.tokenizer, self.template,
                                                self.messages(record, len(paths)))
         expansions = [self.expansion(path) for path in paths]
-        text, spans = expand_images(self.image_token, text, spans, expansions)
-        input_ids, labels = tokens_and_labels(self.tokenizer, text, spans)
+        input_ids, labels = self.tokens_and_labels(text, spans, expansions)
         image_tokens = self.image_token_counts(expansions)
         if sum(image_tokens) != input_ids.count(self.image_token_id):
             raise SkipSample("image tokens merge with the text around them",
@@ -298,14 +343,29 @@ class ConversationEncoder:
 def tokens_and_labels(tokenizer: PreTrainedTokenizerBase, text: str, spans: list[tuple]) -> tuple[list[int], list[int]]:
     """The token ids of `text`, and labels that keep the tokens starting inside `spans` (the rest -100)."""
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    labels = [token if any(start <= offset[0] < end for start, end in spans) else IGNORE_INDEX
-              for token, offset in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True)]
+    starts = [start for start, _ in spans]  # sorted and disjoint: the span a token may start in is the last before it
+    labels = []
+    for token, (offset, _) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True):
+        span = bisect_right(starts, offset) - 1
+        labels.append(token if span >= 0 and offset < spans[span][1] else IGNORE_INDEX)
     return encoding["input_ids"], labels
 
 
 def load_rgb(path: Path) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def readable_size(path: Path) -> tuple[int, int] | SkipSample:
+    """The size of the image at `path` once it decodes in full, or the SkipSample saying why it cannot."""
+    if not path.is_file():
+        return SkipSample("image not found", str(path))
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        return SkipSample("unreadable image", f"{path}: {error}")
 
 
 def load_conversations(

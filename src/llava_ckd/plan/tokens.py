@@ -69,6 +69,7 @@ class TokenCounter(ConversationEncoder):
         self.tokenizer, self.template, self.max_length = tokenizer, tokenizer.chat_template, max_length
         self.image_token, self.image_token_id = IMAGE_TOKEN, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.image_folder, self.image_tokens = None, image_tokens
+        self.start_memos()
 
     def images(self, record: dict) -> list[Path]:
         return [Path(name) for name in image_names(record)]
