@@ -214,3 +214,16 @@ def test_an_image_changed_during_a_run_is_named_by_the_collator(tmp_path, proces
     samples[1].images[0].write_bytes(b"not a png any more")
     with pytest.raises(DataError, match=r"1\.png: image unreadable .* it changed during the run"):
         Collator(processor, processor.tokenizer.pad_token_id)(samples)
+
+
+def test_checked_samples_are_kept_as_int32_arrow_and_read_sample_by_sample(tmp_path, processor):
+    path = write_dataset(tmp_path, colour_records(5))
+    store, _ = load(path, processor)
+    fresh = [conversations.ConversationEncoder(processor, tmp_path / "images", 128).encode(record, position)
+             for position, record in enumerate(json.loads(path.read_text()))]
+
+    assert str(store.table.schema.field("input_ids").type) == "list<item: int32>"
+    assert store == fresh and list(store) == fresh
+    assert store[1:4] == fresh[1:4] and store[-1] == fresh[-1] and store[::2] == fresh[::2]
+    with pytest.raises(IndexError):
+        store[5]

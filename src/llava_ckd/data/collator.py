@@ -9,7 +9,7 @@ position in the dataset (`sample_index`, to look up cached Teacher signals) and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 
-from llava_ckd.data.conversations import IGNORE_INDEX, Sample, load_rgb
+from llava_ckd.data.conversations import IGNORE_INDEX, load_rgb
+from llava_ckd.data.samples import Sample
 from llava_ckd.files import DataError
 
 TEACHER_PREFIX = "teacher_"
@@ -28,7 +29,7 @@ IMAGE_TOKEN_COUNTS = "image_token_counts"
 
 
 class ConversationDataset(Dataset):
-    def __init__(self, samples: list[Sample]):
+    def __init__(self, samples: Sequence[Sample]):
         self.samples = samples
 
     def __len__(self) -> int:
@@ -56,41 +57,51 @@ def first_labels(labels: list[int], count: int) -> list[int]:
 class TeacherView:
     """The Teacher's own encoding of the Student's samples (its chat template, image tokens, preprocessing)."""
 
-    samples: list[Sample]
-    """By the Student's dataset index."""
+    samples: Sequence[Sample]
+    """The Teacher's samples, in their own order."""
     processor: ProcessorMixin
     """The Teacher's."""
+    rows: list[int]
+    """The Teacher's sample of each of the Student's, by the Student's dataset index."""
+    kept_answer_tokens: dict[int, int]
+    """Where max_length cut the Student's answer short: how many of the Teacher's answer tokens are kept."""
+
+    def sample(self, index: int) -> Sample:
+        theirs = self.samples[self.rows[index]]
+        if index in self.kept_answer_tokens:
+            theirs = replace(theirs, labels=first_labels(theirs.labels, self.kept_answer_tokens[index]))
+        return theirs
 
     @classmethod
-    def between(cls, student_samples: list[Sample], student: ProcessorMixin, teacher_samples: list[Sample],
+    def between(cls, student_samples: Sequence[Sample], student: ProcessorMixin, teacher_samples: Sequence[Sample],
                 teacher: ProcessorMixin) -> TeacherView | None:
         """The view for this pair, or None when the Teacher can read the Student's batches as they are.
 
         Both must keep the same records and encode the same assistant tokens: response KD pairs them token
         for token. Where max_length cut a Student's sample short, the Teacher's answer tokens beyond the Student's
-        are left out.
+        are left out. Both sets of samples are read once, in order (each keeps its records in file order).
         """
-        by_record = {sample.record: sample for sample in teacher_samples}
-        aligned = []
-        for sample in student_samples:
-            if sample.record not in by_record:
+        rows, kept_answer_tokens, same_inputs = [], {}, True
+        theirs_in_order = enumerate(teacher_samples)
+        for index, sample in enumerate(student_samples):
+            row, theirs = next(((row, theirs) for row, theirs in theirs_in_order if theirs.record >= sample.record),
+                               (None, None))
+            if theirs is None or theirs.record != sample.record:
                 raise DataError(f"sample {sample.sample_id} (record {sample.record}) is kept for the Student but "
                                 "skipped for the Teacher (see the Teacher's data report): both must see the same "
                                 "samples")
-            theirs = by_record[sample.record]
             ours_ids, theirs_ids = response_ids(sample), response_ids(theirs)
             if sample.truncated and theirs_ids[:len(ours_ids)] == ours_ids:  # max_length cut the Student's answer
-                theirs = replace(theirs, labels=first_labels(theirs.labels, len(ours_ids)))
+                kept_answer_tokens[index] = len(ours_ids)
             elif theirs_ids != ours_ids:
                 raise DataError(f"sample {sample.sample_id}: the Teacher's chat template and tokenizer give other "
-                                f"assistant tokens ({len(response_ids(theirs))}) than the Student's "
-                                f"({len(response_ids(sample))}); response KD pairs them token for token")
-            aligned.append(theirs)
-        same_inputs = all(ours.input_ids == theirs.input_ids for ours, theirs in zip(student_samples, aligned,
-                                                                                    strict=True))
+                                f"assistant tokens ({len(theirs_ids)}) than the Student's "
+                                f"({len(ours_ids)}); response KD pairs them token for token")
+            rows.append(row)
+            same_inputs = same_inputs and sample.input_ids == theirs.input_ids and index not in kept_answer_tokens
         if same_inputs and student.image_processor.to_dict() == teacher.image_processor.to_dict():
             return None
-        return cls(aligned, teacher)
+        return cls(teacher_samples, teacher, rows, kept_answer_tokens)
 
 
 IMAGE_CACHE_BYTES = 1 << 30
@@ -164,7 +175,7 @@ class Collator:
                 raise ValueError("sample_index needs samples taken from a ConversationDataset")
             batch["sample_index"] = torch.tensor([sample.index for sample in samples])
         if self.teacher is not None:
-            teacher_batch = self.pad([self.teacher.samples[sample.index] for sample in samples], self.teacher_images,
+            teacher_batch = self.pad([self.teacher.sample(sample.index) for sample in samples], self.teacher_images,
                                      self.teacher.processor, self.teacher.processor.tokenizer.pad_token_id)
             batch |= {TEACHER_PREFIX + name: value for name, value in teacher_batch.items()}
         return batch

@@ -16,6 +16,7 @@ import os
 import re
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
+from llava_ckd.data.samples import Sample, SampleStore, write_samples
 from llava_ckd.files import DataError, json_lines, read_json
 from llava_ckd.fingerprint import file_sha256, images_fingerprint
 from llava_ckd.models.processors import processor_image_token_id
@@ -44,21 +46,6 @@ class SkipSample(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-
-
-@dataclass
-class Sample:
-    sample_id: str
-    input_ids: list[int]
-    labels: list[int]
-    images: list[Path]
-    image_tokens: list[int] = field(default_factory=list)
-    """How many image tokens each image expands into (the processor's own count for that image)."""
-    record: int = 0
-    """Position of the record in its conversation file."""
-    truncated: bool = False
-    index: int | None = None
-    """Position in its `ConversationDataset`, set by the dataset."""
 
 
 @dataclass
@@ -85,6 +72,11 @@ class SkipReport:
     def to_dict(self) -> dict:
         return {"source": str(self.source), "kept": self.kept, "truncated": self.truncated,
                 "skipped": dict(self.skipped), "examples": self.examples}
+
+    @classmethod
+    def of_dict(cls, saved: dict) -> SkipReport:
+        return cls(Path(saved["source"]), saved["kept"], saved["truncated"], Counter(saved["skipped"]),
+                   saved["examples"])
 
 
 def read_records(path: Path) -> list[tuple[str, object]]:
@@ -370,31 +362,33 @@ def readable_size(path: Path) -> tuple[int, int] | SkipSample:
 
 def load_conversations(
     path: Path, image_folder: Path | None, processor: ProcessorMixin, max_length: int
-) -> tuple[list[Sample], SkipReport]:
+) -> tuple[SampleStore, SkipReport]:
     """Every usable sample of a LLaVA conversation file, and a report of those skipped and why.
 
-    The result is cached (see `sample_cache`), so the stages of a cascade check a file only once.
+    The samples are kept on disk (see `sample_cache`) and read memory-mapped, so the stages of a cascade check a
+    file only once and no process holds all its samples.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     encoder = ConversationEncoder(processor, Path(image_folder).resolve() if image_folder else None, max_length)
-    cache = sample_cache(path, encoder)
-    if cache.is_file():
-        samples, report = read_cache(cache)
+    cache = sample_cache(path, encoder, suffix=".arrow")
+    report_file = cache.with_suffix(".report.json")
+    if cache.is_file() and report_file.is_file():
+        report = SkipReport.of_dict(json.loads(report_file.read_text()))
     else:
-        samples, report = encode_all(path, encoder)
-        write_cache(cache, samples, report)
+        report = SkipReport(path)
+        write_samples(cache, encode_all(path, encoder, report))
+        write_whole(report_file, json.dumps(report.to_dict()), suffix=f".{os.getpid()}.partial")
     if report.skipped or report.truncated:
         log.warning(report.summary())
-    if not samples:
+    if not report.kept:
         raise DataError(f"{path}: no usable sample\n{report.summary()}")
-    return samples, report
+    return SampleStore(cache), report
 
 
-def encode_all(path: Path, encoder: ConversationEncoder) -> tuple[list[Sample], SkipReport]:
-    report = SkipReport(path)
-    samples = []
+def encode_all(path: Path, encoder: ConversationEncoder, report: SkipReport) -> Iterator[Sample]:
+    """The usable samples of `path`, one by one as they are checked; `report` counts those kept and skipped."""
     records = read_records(path)
     folder = encoder.image_folder
     if folder is not None and not folder.is_dir() and any(isinstance(r, dict) and r.get("image") for _, r in records):
@@ -407,16 +401,16 @@ def encode_all(path: Path, encoder: ConversationEncoder) -> tuple[list[Sample], 
             sample_id = record.get("id", "?") if isinstance(record, dict) else "?"
             report.skip(reason.reason, f"sample {sample_id} ({location}): {reason}")
             continue
-        samples.append(sample)
+        report.kept += 1
         report.truncated += sample.truncated
-    report.kept = len(samples)
-    return samples, report
+        yield sample
 
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
-def sample_cache(path: Path, encoder: ConversationEncoder, kind: str = "samples", extra: tuple = ()) -> Path:
+def sample_cache(path: Path, encoder: ConversationEncoder, kind: str = "samples", extra: tuple = (),
+                 suffix: str = ".json") -> Path:
     """Where the checked samples of `path` are kept (or, for another `kind`, what else is derived from them): keyed
     by the file's bytes, the tokenizer, the settings, the name, size and mtime of every image the file names (so
     that an image changed since is checked again) and `extra`."""
@@ -427,25 +421,7 @@ def sample_cache(path: Path, encoder: ConversationEncoder, kind: str = "samples"
                 images_of(path, encoder.image_folder), *extra]
     key.update(json.dumps(settings).encode())
     root = Path(os.environ.get("LLAVA_CKD_CACHE", Path.home() / ".cache" / "llava_ckd"))
-    return root / kind / f"{path.stem}-{key.hexdigest()[:24]}.json"
-
-
-def write_cache(cache: Path, samples: list[Sample], report: SkipReport) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    rows = [[s.sample_id, s.input_ids, s.labels, [str(i) for i in s.images], s.image_tokens, s.record, s.truncated]
-            for s in samples]
-    # processes checking the same file at once each write their own staging file
-    write_whole(cache, json.dumps({"samples": rows, "report": report.to_dict()}), suffix=f".{os.getpid()}.partial")
-
-
-def read_cache(cache: Path) -> tuple[list[Sample], SkipReport]:
-    data = json.loads(cache.read_text())
-    samples = [Sample(sample_id, ids, labels, [Path(i) for i in images], image_tokens, record, truncated)
-               for sample_id, ids, labels, images, image_tokens, record, truncated in data["samples"]]
-    saved = data["report"]
-    report = SkipReport(Path(saved["source"]), saved["kept"], saved["truncated"], Counter(saved["skipped"]),
-                        saved["examples"])
-    return samples, report
+    return root / kind / f"{path.stem}-{key.hexdigest()[:24]}{suffix}"
 
 
 def conversation_corpus(paths: list[Path]) -> list[str]:

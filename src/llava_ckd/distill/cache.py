@@ -249,7 +249,7 @@ class TeacherCache:
         self._shards: dict[int, tuple] = {}
 
     def check_matches(self, tokenizer: PreTrainedTokenizerBase, conversations: Path, images: Path | None,
-                      max_length: int, samples: list[Sample], vocab_size: int) -> None:
+                      max_length: int, samples: Sequence[Sample], vocab_size: int) -> None:
         """Refuse a cache made from other data, images, tokenizer or max_length, or for other samples, saying what
         differs; then verify every shard (`verify`)."""
         cached, current = self.manifest["key"], cache_key(tokenizer, Path(conversations), images, max_length)
@@ -296,7 +296,7 @@ class TeacherCache:
             if problem:
                 raise CacheError(f"{path}: holds {problem}; write the cache again")
 
-    def _sample_differences(self, samples: list[Sample]) -> list[str]:
+    def _sample_differences(self, samples: Sequence[Sample]) -> list[str]:
         ids, counts = self.manifest["sample_ids"], self.manifest["response_tokens"]
         if [sample.sample_id for sample in samples] != ids:
             return [f"samples: the cache holds {len(ids)} samples, this stage keeps {len(samples)} or others "
