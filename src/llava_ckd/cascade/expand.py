@@ -38,7 +38,6 @@ from llava_ckd.cascade.recipe import (
     template_fields,
     without_distillation,
 )
-from llava_ckd.cascade.tokenizers import check_chain_tokenizers
 from llava_ckd.config import ConfigError, DataConfig, StageConfig
 from llava_ckd.data.conversations import images_of
 from llava_ckd.fingerprint import file_sha256, folder_files
@@ -369,7 +368,6 @@ def expand(recipe: Recipe, source: Path, download: bool = False) -> Cascade:
     data) in `Cascade.missing`: a stage whose input is missing has a provisional hash. `download`: the configs of
     hub ids not in the local cache may be fetched (to count a Teacher's capacity)."""
     capacities, missing = chain_capacities(recipe, source, download)
-    check_chain_tokenizers(recipe, source)
     expander = Expander(recipe, source)
     if recipe.evaluation and not recipe.evaluation.data.is_dir():
         expander.absent(recipe.evaluation.data, f"evaluation.data: folder not found: {recipe.evaluation.data}")

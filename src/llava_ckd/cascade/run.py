@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llava_ckd.cascade.expand import Cascade, Node, SignalsJob, expand, require_inputs
 from llava_ckd.cascade.lock import stage_lock
+from llava_ckd.cascade.pairs import check_chain_tokenizers, check_image_token_pairs
 from llava_ckd.cascade.recipe import load_recipe
 from llava_ckd.cascade.results import evaluate_plans, write_results
 from llava_ckd.config import StageConfig
@@ -33,7 +34,10 @@ def plan_cascade(recipe_path: Path, missing_ok: bool = False) -> Cascade:
     """Read, check and expand a recipe; nothing is trained. Inputs that are not there (data, models, tokenizers)
     are an error naming each of them, unless `missing_ok` (a dry run, `llava-ckd plan`: nothing is downloaded, not
     even a config): then they are listed in `Cascade.missing`."""
-    cascade = expand(load_recipe(recipe_path), Path(recipe_path), download=not missing_ok)
+    recipe = load_recipe(recipe_path)
+    check_chain_tokenizers(recipe, recipe_path)
+    cascade = expand(recipe, Path(recipe_path), download=not missing_ok)
+    check_image_token_pairs(cascade)
     return cascade if missing_ok else require_inputs(cascade)
 
 
