@@ -1,8 +1,9 @@
 import json
 
 import pytest
+from PIL import Image
 
-from llava_ckd.data import conversations
+from llava_ckd.data import conversations, images
 from llava_ckd.data.collator import Collator
 from llava_ckd.data.conversations import IGNORE_INDEX, load_conversations
 from llava_ckd.files import DataError
@@ -185,8 +186,8 @@ def test_an_image_named_by_several_records_is_decoded_once(tmp_path, processor, 
         record["image"] = records[0]["image"]
     path = write_dataset(tmp_path, records)
     decoded = []
-    monkeypatch.setattr(conversations, "readable_size",
-                        lambda image, check=conversations.readable_size: decoded.append(image) or check(image))
+    monkeypatch.setattr(images, "check_image", lambda image, check=images.check_image: decoded.append(image) or
+                        check(image))
     samples, _ = load(path, processor)
     assert len(samples) == 4 and decoded == [tmp_path / "images" / records[0]["image"]]
 
@@ -227,3 +228,19 @@ def test_checked_samples_are_kept_as_int32_arrow_and_read_sample_by_sample(tmp_p
     assert store[1:4] == fresh[1:4] and store[-1] == fresh[-1] and store[::2] == fresh[::2]
     with pytest.raises(IndexError):
         store[5]
+
+
+def test_images_checked_on_several_threads_are_checked_as_on_one(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(6):
+        Image.new("RGB", (20 + index, 10), (index, 0, 0)).save(folder / f"{index}.png")
+    (folder / "3.png").write_bytes((folder / "3.png").read_bytes()[:40])
+    paths = [folder / f"{index}.png" for index in range(7)]  # 6.png does not exist
+
+    serial, parallel = images.check_images(paths, threads=1), images.check_images(paths, threads=3)
+
+    assert parallel == serial
+    assert serial[folder / "5.png"] == images.ImageCheck((25, 10))
+    assert serial[folder / "3.png"].problem == "unreadable image" and serial[folder / "6.png"].problem == (
+        "image not found")

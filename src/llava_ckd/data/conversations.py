@@ -17,15 +17,15 @@ import re
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
+from llava_ckd.data.images import ImageCheck, check_image, check_images
 from llava_ckd.data.samples import Sample, SampleStore, write_samples
 from llava_ckd.files import DataError, json_lines, read_json
 from llava_ckd.fingerprint import file_sha256, images_fingerprint
@@ -174,13 +174,28 @@ def image_names(record: dict) -> list[str]:
     return names
 
 
+def names_or_none(record: object) -> list[str]:
+    """The image names of a record, none where it is not a record or its `image` is malformed."""
+    try:
+        return image_names(record) if isinstance(record, dict) else []
+    except SkipSample:
+        return []
+
+
 @cache
 def _named_images(path: Path, sha256: str) -> tuple[str, ...]:
-    names = set()
-    for _, record in read_records(path):
-        with suppress(SkipSample):
-            names.update(image_names(record) if isinstance(record, dict) else [])
+    """The image names `path` holds, parsed once per file content and kept beside the sample caches."""
+    kept = cache_root() / "image-names" / f"{path.stem}-{sha256[:24]}.json"
+    if kept.is_file():
+        return tuple(json.loads(kept.read_text()))
+    names = {name for _, record in read_records(path) for name in names_or_none(record)}
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    write_whole(kept, json.dumps(sorted(names)), suffix=f".{os.getpid()}.partial")
     return tuple(sorted(names))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LLAVA_CKD_CACHE", Path.home() / ".cache" / "llava_ckd"))
 
 
 def images_of(conversations: Path, image_folder: Path | None) -> dict:
@@ -208,7 +223,7 @@ class ConversationEncoder:
 
     def start_memos(self) -> None:
         """What one encoder learns once and reuses: image sizes, expansions and their ids, whether ids splice."""
-        self._image_sizes: dict[Path, tuple[int, int] | SkipSample] = {}
+        self._images: dict[Path, ImageCheck] = {}
         self._expansions: dict[tuple[int, int], str] = {}
         self._expansion_ids: dict[str, list[int]] = {}
         self._splices: bool | None = None
@@ -243,14 +258,18 @@ class ConversationEncoder:
         return paths
 
     def image_size(self, path: Path) -> tuple[int, int]:
-        """The size of a readable image, decoded in full once per encoder (a file cut short after its header is
-        unreadable); a missing or unreadable one raises SkipSample, each time it is named."""
-        if path not in self._image_sizes:
-            self._image_sizes[path] = readable_size(path)
-        size = self._image_sizes[path]
-        if isinstance(size, SkipSample):
-            raise size
-        return size
+        """The size of a readable image, decoded in full once per encoder; a missing or unreadable one raises
+        SkipSample, each time it is named."""
+        if path not in self._images:
+            self._images[path] = check_image(path)
+        check = self._images[path]
+        if check.size is None:
+            raise SkipSample(check.problem, check.detail)
+        return check.size
+
+    def know_images(self, checks: dict[Path, ImageCheck]) -> None:
+        """Checks made beforehand (`check_images`, over several processes)."""
+        self._images.update(checks)
 
     def expansion(self, path: Path) -> str:
         """The image's expansion: the processor's, computed once per image size (it depends on the size only)."""
@@ -348,18 +367,6 @@ def load_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def readable_size(path: Path) -> tuple[int, int] | SkipSample:
-    """The size of the image at `path` once it decodes in full, or the SkipSample saying why it cannot."""
-    if not path.is_file():
-        return SkipSample("image not found", str(path))
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        return SkipSample("unreadable image", f"{path}: {error}")
-
-
 def load_conversations(
     path: Path, image_folder: Path | None, processor: ProcessorMixin, max_length: int
 ) -> tuple[SampleStore, SkipReport]:
@@ -393,6 +400,9 @@ def encode_all(path: Path, encoder: ConversationEncoder, report: SkipReport) -> 
     folder = encoder.image_folder
     if folder is not None and not folder.is_dir() and any(isinstance(r, dict) and r.get("image") for _, r in records):
         raise DataError(f"image folder not found: {folder} (the images of {path})")
+    if folder is not None:
+        encoder.know_images(check_images(sorted({folder / name for _, record in records
+                                                 for name in names_or_none(record)})))
     for position, (location, record) in enumerate(tqdm(records, desc=f"checking {path.name}", unit="sample",
                                                        mininterval=2.0, leave=False)):
         try:
@@ -420,8 +430,7 @@ def sample_cache(path: Path, encoder: ConversationEncoder, kind: str = "samples"
     settings = [CACHE_FORMAT, encoder.template, encoder.settings(), encoder.max_length,
                 images_of(path, encoder.image_folder), *extra]
     key.update(json.dumps(settings).encode())
-    root = Path(os.environ.get("LLAVA_CKD_CACHE", Path.home() / ".cache" / "llava_ckd"))
-    return root / kind / f"{path.stem}-{key.hexdigest()[:24]}{suffix}"
+    return cache_root() / kind / f"{path.stem}-{key.hexdigest()[:24]}{suffix}"
 
 
 def conversation_corpus(paths: list[Path]) -> list[str]:
