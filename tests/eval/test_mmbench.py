@@ -65,8 +65,10 @@ def test_images_are_decoded_and_shared_by_copies(mmbench_dir: Path):
 def test_a_group_counts_only_if_every_rotation_is_right(mmbench_dir: Path):
     answers = _answers({0: "A", 1000000: "C. red", 2000000: "The answer is (B)", 1: "A", 1000001: "A"})
     result = MMBENCH.score(mmbench_dir, answers)
-    assert result == {"circular_accuracy": 50.0, "categories": {"colour": 100.0, "shape": 0.0}}
+    assert result == {"circular_accuracy": 50.0, "vanilla_accuracy": 100.0,
+                      "categories": {"colour": 100.0, "shape": 0.0}}
     assert "circular accuracy: 50.00" in MMBENCH.render(result)
+    assert "vanilla accuracy (the original questions alone, no rotation): 100.00" in MMBENCH.render(result)
 
 
 def test_every_row_needs_an_answer(mmbench_dir: Path):
@@ -122,5 +124,5 @@ def test_upload_sheet_without_category_is_scored_with_unknown_category(mmbench_d
         writer.writerow(header)
         writer.writerows(rows)
     result = benchmark.score(sheet_dir, answers)
-    assert result == {"circular_accuracy": 50.0, "categories": {"unknown": 50.0}}
+    assert result == {"circular_accuracy": 50.0, "vanilla_accuracy": 100.0, "categories": {"unknown": 50.0}}
     assert "unknown" in benchmark.render(result)

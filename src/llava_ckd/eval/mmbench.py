@@ -1,4 +1,5 @@
-"""MMBench (dev, circular evaluation), English and Chinese.
+"""MMBench (dev, circular evaluation, with the vanilla accuracy of the original questions beside), English and
+Chinese.
 
 data_dir holds exactly one `.tsv`: MMBench's dev file (`index, question, hint, A..D, answer, category,
 image, ...`; `image` is base64, or a row index for copies that share that row's image). Circular
@@ -146,16 +147,21 @@ class MMBench:
             raise DataError(f"{data_dir}: the MMBench TSV has no answer column; convert it for the server")
         groups: dict[int, list[bool]] = defaultdict(list)
         group_category: dict[int, str] = {}
+        originals = []
         for row, text in zip(rows, self._texts(rows, answers), strict=True):
             group = int(row["index"]) % COPY_STRIDE
-            groups[group].append(extract_letter(text, options_of(row)) == row["answer"])
+            right = extract_letter(text, options_of(row)) == row["answer"]
+            groups[group].append(right)
             group_category.setdefault(group, category_of(row))
+            if int(row["index"]) < COPY_STRIDE:
+                originals.append(right)
         per_category: dict[str, list[bool]] = defaultdict(list)
         for group, copies in groups.items():
             per_category[group_category[group]].append(all(copies))
         passed = [all(copies) for copies in groups.values()]
         return {
             "circular_accuracy": 100 * sum(passed) / len(passed),
+            "vanilla_accuracy": 100 * sum(originals) / max(len(originals), 1),
             "categories": {name: 100 * sum(p) / len(p) for name, p in sorted(per_category.items())},
         }
 
@@ -172,8 +178,11 @@ class MMBench:
         ]
 
     def render(self, result: dict) -> str:
-        breakdowns = {"category": result["categories"]}
-        return render_scores(self.title, "circular accuracy", result["circular_accuracy"], breakdowns)
+        breakdowns = {"category (circular)": result["categories"]}
+        headline = render_scores(self.title, "circular accuracy", result["circular_accuracy"], breakdowns)
+        first, rest = headline.split("\n", 1)
+        return (f"{first}\nvanilla accuracy (the original questions alone, no rotation): "
+                f"{result['vanilla_accuracy']:.2f}\n{rest}")
 
 
 MMBENCH = MMBench(name="mmbench", title="MMBench", suffix=MULTIPLE_CHOICE_SUFFIX)
