@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOAT_SENSITIVE = ("tests/distill", "tests/eval/test_uncertain_answers.py", "tests/families/test_cross_family.py")
+FLOAT_SENSITIVE = ("tests/distill", "tests/eval/test_uncertain_answers.py", "tests/families/test_cross_family.py",
+                   "tests/families/test_families.py")
 CPU_FLAG = {"default": None, "avx2": "avx2", "avx512": "avx512f"}
 
 
