@@ -219,5 +219,5 @@ def test_activation_checkpointing_trains_to_the_same_weights(colour_dataset, tok
               for flag in (False, True)]
     expected, got = (load_file(final / "model.safetensors") for final in finals)
     for name, tensor in expected.items():
-        torch.testing.assert_close(got[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(got[name], tensor, rtol=0, atol=0, msg=name)  # the same ops, recomputed
     assert yaml.safe_load((finals[1] / "stage.yaml").read_text())["activation_checkpointing"] is True
