@@ -68,3 +68,10 @@ def test_on_uncertain_answers_the_largest_teacher_is_held_to_the_ceiling_and_eve
     assert checks["direct - none, in standard errors"]["value"] == pytest.approx(3.0)
     assert checks["large: real - blank images"]["met"] and checks["large: real - blank images"]["value"] == 40.0
     assert not checks["none: real - shuffled images"]["met"]
+
+
+def test_a_chain_of_one_teacher_checks_its_direct_gain_once():
+    data = summary()
+    data["teachers"] = [data["teachers"][0]]
+    names = [entry["check"] for entry in check_testbed(data)]
+    assert names.count("direct from small - none, in standard errors") == 1

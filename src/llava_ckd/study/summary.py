@@ -312,7 +312,7 @@ def check_testbed(summary: dict) -> list[dict]:
           room >= 10)
     if none and none["n"] > 1:
         check("seed std of the Student without KD (none)", none["std"], "<= 3 points", none["std"] <= 3)
-    for teacher in (teachers[0], teachers[-1]):
+    for teacher in {teacher['name']: teacher for teacher in (teachers[0], teachers[-1])}.values():
         direct = next((row for row in summary["rows"] if row["plan"] == "direct" and not row["teacher_set"]
                        and row["teacher"] == teacher["name"]), None)
         if direct and direct.get("vs_none", {}).get("n", 0) > 1:
