@@ -3,7 +3,7 @@ relation KD: the stage refuses it while loading its data, before the first step,
 
 import pytest
 
-from llava_ckd.data.conversations import Sample
+from llava_ckd.data.samples import Sample
 from llava_ckd.distill.terms import loss_terms
 from llava_ckd.files import DataError
 from llava_ckd.train.teacher_side import refuse_other_image_tokens

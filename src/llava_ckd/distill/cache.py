@@ -38,7 +38,8 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from llava_ckd.data.collator import Collator, ConversationDataset
-from llava_ckd.data.conversations import Sample, images_of, load_conversations
+from llava_ckd.data.conversations import images_of, load_conversations
+from llava_ckd.data.samples import Sample
 from llava_ckd.distill.heads import DEFAULT_CHUNK_SIZE, check_plain_head
 from llava_ckd.distill.positions import response_mask
 from llava_ckd.distill.sparse import SparseTeacherSignal
