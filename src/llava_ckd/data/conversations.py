@@ -185,13 +185,21 @@ def names_or_none(record: object) -> list[str]:
 @cache
 def _named_images(path: Path, sha256: str) -> tuple[str, ...]:
     """The image names `path` holds, parsed once per file content and kept beside the sample caches."""
-    kept = cache_root() / "image-names" / f"{path.stem}-{sha256[:24]}.json"
-    if kept.is_file():
-        return tuple(json.loads(kept.read_text()))
-    names = {name for _, record in read_records(path) for name in names_or_none(record)}
+    kept = image_names_file(path, sha256)
+    if not kept.is_file():
+        keep_image_names(path, sha256, read_records(path))
+    return tuple(json.loads(kept.read_text()))
+
+
+def image_names_file(path: Path, sha256: str) -> Path:
+    return cache_root() / "image-names" / f"{path.stem}-{sha256[:24]}.json"
+
+
+def keep_image_names(path: Path, sha256: str, records: list[tuple[str, object]]) -> None:
+    kept = image_names_file(path, sha256)
     kept.parent.mkdir(parents=True, exist_ok=True)
-    write_whole(kept, json.dumps(sorted(names)), suffix=f".{os.getpid()}.partial")
-    return tuple(sorted(names))
+    names = sorted({name for _, record in records for name in names_or_none(record)})
+    write_whole(kept, json.dumps(names), suffix=f".{os.getpid()}.partial")
 
 
 def cache_root() -> Path:
@@ -379,13 +387,17 @@ def load_conversations(
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     encoder = ConversationEncoder(processor, Path(image_folder).resolve() if image_folder else None, max_length)
+    records = None
+    if encoder.image_folder is not None and not image_names_file(path.resolve(), file_sha256(path)).is_file():
+        records = read_records(path)  # parsed once for the image names and, on a cache miss, for the samples
+        keep_image_names(path.resolve(), file_sha256(path), records)
     cache = sample_cache(path, encoder, suffix=".arrow")
     report_file = cache.with_suffix(".report.json")
     if cache.is_file() and report_file.is_file():
         report = SkipReport.of_dict(json.loads(report_file.read_text()))
     else:
         report = SkipReport(path)
-        write_samples(cache, encode_all(path, encoder, report))
+        write_samples(cache, encode_all(path, encoder, report, records))
         write_whole(report_file, json.dumps(report.to_dict()), suffix=f".{os.getpid()}.partial")
     if report.skipped or report.truncated:
         log.warning(report.summary())
@@ -394,9 +406,11 @@ def load_conversations(
     return SampleStore(cache), report
 
 
-def encode_all(path: Path, encoder: ConversationEncoder, report: SkipReport) -> Iterator[Sample]:
-    """The usable samples of `path`, one by one as they are checked; `report` counts those kept and skipped."""
-    records = read_records(path)
+def encode_all(path: Path, encoder: ConversationEncoder, report: SkipReport,
+               records: list[tuple[str, object]] | None = None) -> Iterator[Sample]:
+    """The usable samples of `path` (its `records`, when already parsed), one by one as they are checked; `report`
+    counts those kept and skipped."""
+    records = read_records(path) if records is None else records
     folder = encoder.image_folder
     if folder is not None and not folder.is_dir() and any(isinstance(r, dict) and r.get("image") for _, r in records):
         raise DataError(f"image folder not found: {folder} (the images of {path})")
