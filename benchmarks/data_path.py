@@ -10,7 +10,8 @@ The data: N records of 1-4 question/answer pairs, the first question opening wit
   check cold     `load_conversations` with an empty sample cache (what `train` runs before step 1);
   check warm     the same with the cache the cold run wrote (a restart, or the next stage on the same data);
   fingerprint    the images' fingerprint, asked 10 times (a dry run asks once per stage and status check);
-  plan tokens    `llava-ckd plan`'s token count of the file.
+  plan tokens    `llava-ckd plan --sample 0`'s exact token count of the file;
+  plan sampled   `llava-ckd plan`'s default: 50,000 records encoded, the rest estimated (exact below that).
 The figures depend on the CPU and its kernel set; the header names them.
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 TEXT = ("what is the colour of the object on the left side of the table and why does it matter here in this "
         "scene there are several people standing near a red bus while a dog runs across the street")
 WORDS = TEXT.split()
-STEPS = ("json.load", "check cold", "check warm", "fingerprint", "plan tokens")
+STEPS = ("json.load", "check cold", "check warm", "fingerprint", "plan tokens", "plan sampled")
 
 
 def sentence(rng: random.Random, low: int, high: int) -> str:
@@ -95,6 +96,7 @@ def run_step(step: str, folder: Path, image_tokens: int, max_length: int) -> Non
     """One step in this process, timed after its imports and set-up; prints one JSON line of its figures."""
     conversations, images = folder / "conversations.json", folder / "images"
     if step != "json.load":  # the floor imports nothing
+        from llava_ckd.cli import PLAN_SAMPLE
         from llava_ckd.data.conversations import images_of, load_conversations
         from llava_ckd.plan.tokens import count_tokens
 
@@ -106,6 +108,8 @@ def run_step(step: str, folder: Path, image_tokens: int, max_length: int) -> Non
         "fingerprint": lambda: [images_of(conversations, images) for _ in range(10)],
         "plan tokens": lambda: count_tokens(conversations, processor(folder, image_tokens).tokenizer, image_tokens,
                                             max_length),
+        "plan sampled": lambda: count_tokens(conversations, processor(folder, image_tokens).tokenizer, image_tokens,
+                                             max_length, PLAN_SAMPLE),
     }[step]
     started_wall, started = time.perf_counter(), os.times()
     work()
