@@ -410,7 +410,9 @@ def summary_markdown(summary: dict) -> str:
                   f"{summary['study_wall_seconds'] / 60:.0f} min."]
     if environment := summary.get("environment"):
         lines += [f"Ran with torch {environment['torch']}, CPU kernels {environment['cpu_capability']}, "
-                  f"{environment['workers']} workers of {environment['threads_per_worker']} thread(s); figures vary by "
-                  "float rounding with the kernel set and thread count."]
+                  f"{environment['workers']} workers of {environment['threads_per_worker']} thread(s). Float rounding "
+                  "differs with the kernel set and thread count, and it moves each seed's training about as much as "
+                  "another seed would (docs/results.md: the demo under each kernel set): read the intervals, not the "
+                  "means."]
     lines.append("")
     return "\n".join(lines)
