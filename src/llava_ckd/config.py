@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -65,6 +66,8 @@ class ScheduleWindow(Strict):
     total: int = Field(ge=1)
     """The schedule's length over every stage of the chain."""
 DISTILL_FIELDS = ("teacher", "losses", "divergence", "kd_chunk_size")
+NOT_IDENTITY = ("output_dir", "report_to")
+"""Fields that say where a stage writes and reports, not what it trains."""
 
 
 class StageConfig(Strict):
@@ -110,6 +113,10 @@ class StageConfig(Strict):
     """Checkpoints kept."""
     logging_steps: int = Field(10, ge=1)
     """Steps between log lines (and TensorBoard points)."""
+    report_to: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ("tensorboard",)
+    """Experiment trackers the Trainer logs to, each given the stage's input fingerprints: tensorboard (OUTPUT/runs/),
+    wandb and mlflow (pip install ".[trackers]"; their own settings apply, e.g. WANDB_MODE=offline,
+    MLFLOW_TRACKING_URI); [] for none. Not part of the stage's identity: changing it reuses the finished stage."""
     dataloader_workers: int = Field(0, ge=0)
     """Processes loading batches (0: in the training process)."""
     teacher: TeacherConfig | None = None
@@ -155,6 +162,13 @@ class StageConfig(Strict):
                                  "which give forward_kl at temperature 1 only")
         return self
 
+    @field_validator("report_to")
+    @classmethod
+    def _installed(cls, report_to: tuple[str, ...]) -> tuple[str, ...]:
+        if missing := [name for name in report_to if find_spec(name) is None]:  # each tracker's package: its name
+            raise ValueError(f"{', '.join(missing)} not installed (pip install {' '.join(missing)}), or leave it out")
+        return report_to
+
     @model_validator(mode="after")
     def _window(self) -> StageConfig:
         window = self.schedule_window
@@ -173,6 +187,10 @@ class StageConfig(Strict):
     def resolved(self) -> dict:
         """The config as plain data, without the distillation fields when the stage does not distil."""
         return self.model_dump(mode="json", exclude=None if self.kind == "distill" else set(DISTILL_FIELDS))
+
+    def identity(self) -> dict:
+        """What decides the stage's result: the resolved config less where it writes and reports."""
+        return {name: value for name, value in self.resolved().items() if name not in NOT_IDENTITY}
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

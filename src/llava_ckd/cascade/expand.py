@@ -274,11 +274,10 @@ class Expander:
 
         label = f"{model_label(model)}/{step}"
         try:
-            identity = StageConfig.model_validate(config(placeholder) | {"output_dir": "."}).resolved()
+            identity = StageConfig.model_validate(config(placeholder) | {"output_dir": "."}).identity()
         except ValidationError as error:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
             raise self.error(f"plan {plan}, stage {label}: {problems}") from None
-        del identity["output_dir"]
         upstream = (("model", start), ("teacher", teacher and teacher.model), ("signals", teacher and teacher.signals))
         inputs = {role: node for role, node in upstream if isinstance(node, Node)}
         files = self.data_files(DataConfig.model_validate(fields["data"]), f"stage {label}")

@@ -38,11 +38,9 @@ def source_fingerprint(source: ModelSource) -> dict:
 
 
 def stage_inputs(config: StageConfig) -> dict:
-    resolved = config.resolved()
-    del resolved["output_dir"]
     conversations = config.data.conversations
     inputs = {
-        "config": resolved,
+        "config": config.identity(),
         "data": {"conversations": file_sha256(conversations) if conversations.is_file() else None,
                  "images": images_of(conversations, config.data.images) if conversations.is_file() else None},
         "model": source_fingerprint(config.model),

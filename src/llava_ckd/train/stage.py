@@ -35,6 +35,7 @@ from llava_ckd.models.load import model_from_source
 from llava_ckd.models.parts import set_trainable
 from llava_ckd.train.inputs import FINAL, claim_output_dir, finished, stage_inputs, write_inputs
 from llava_ckd.train.teacher_side import build_distiller
+from llava_ckd.train.trackers import InputsToTrackers
 from llava_ckd.train.trainer import StageTrainer
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def training_arguments(config: StageConfig) -> TrainingArguments:
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
-        report_to=["tensorboard"],
+        report_to=list(config.report_to) or "none",
         remove_unused_columns=False,
         dataloader_num_workers=config.dataloader_workers,
         dataloader_pin_memory=False,
@@ -166,6 +167,7 @@ def run_stage(config: StageConfig, callbacks: list[TrainerCallback] = (), *, res
         distiller=distiller,
         schedule_window=config.schedule_window,
     )
+    trainer.add_callback(InputsToTrackers(inputs, trainer.callback_handler.callbacks))
     with arguments.main_process_first(desc="finding the last complete checkpoint"):  # the main one deletes cut ones
         last_checkpoint = last_complete_checkpoint(config.output_dir)
     if last_checkpoint:
