@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -55,13 +57,34 @@ def location_fingerprint(location: str | Path) -> dict:
     return {"name": str(location)}
 
 
+_images_seen: dict | None = None
+
+
+@contextmanager
+def images_read_once() -> Iterator[None]:
+    """Within the block, each (names, folder) pair's images are read once: for the many stages of one expansion of a
+    recipe, which all fingerprint the same data at the same instant. Outside it, every call reads the files again,
+    so a stage that runs later sees an image changed since."""
+    global _images_seen
+    outer, _images_seen = _images_seen, {} if _images_seen is None else _images_seen
+    try:
+        yield
+    finally:
+        _images_seen = outer
+
+
 def images_fingerprint(names: tuple[str, ...], folder: Path) -> dict:
     """Images `names` in `folder`: how many, and a digest of each one's name, size and mtime (missing ones too)."""
     folder = Path(folder).resolve()
+    if _images_seen is not None and (names, folder) in _images_seen:
+        return _images_seen[names, folder]
     digest = hashlib.sha256()
     for name in names:
         digest.update(json.dumps([name, file_stat(folder / name)]).encode())
-    return {"folder": str(folder), "images": len(names), "digest": digest.hexdigest()}
+    fingerprint = {"folder": str(folder), "images": len(names), "digest": digest.hexdigest()}
+    if _images_seen is not None:
+        _images_seen[names, folder] = fingerprint
+    return fingerprint
 
 
 def _describe(value) -> str:

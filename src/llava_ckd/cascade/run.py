@@ -21,6 +21,7 @@ from llava_ckd.cascade.results import evaluate_plans, write_results
 from llava_ckd.config import StageConfig
 from llava_ckd.distill.cache import SIGNALS_MANIFEST, write_teacher_cache
 from llava_ckd.engines import processes
+from llava_ckd.fingerprint import images_read_once
 from llava_ckd.models.load import model_from_source
 from llava_ckd.storage import write_whole
 from llava_ckd.train.inputs import finished, stage_inputs, stale_differences
@@ -36,7 +37,8 @@ def plan_cascade(recipe_path: Path, missing_ok: bool = False) -> Cascade:
     even a config): then they are listed in `Cascade.missing`."""
     recipe = load_recipe(recipe_path)
     check_chain_tokenizers(recipe, recipe_path)
-    cascade = expand(recipe, Path(recipe_path), download=not missing_ok)
+    with images_read_once():
+        cascade = expand(recipe, Path(recipe_path), download=not missing_ok)
     check_image_token_pairs(cascade)
     return cascade if missing_ok else require_inputs(cascade)
 
@@ -191,8 +193,9 @@ def describe(cascade: Cascade) -> str:
     chain = " < ".join(f"{name} ({'?' if capacity is None else f'{capacity:,}'} parameters)"
                        for name, capacity in cascade.capacities.items())
     rows = [("#", "stage", "Teacher", "plans", "status")]
-    rows += [(str(number), cascade.name(node), cascade.teacher_of(node), ", ".join(cascade.plans_of(node)),
-              status(node)) for number, node in enumerate(cascade.stages, 1)]
+    with images_read_once():  # every stage's status at one instant
+        rows += [(str(number), cascade.name(node), cascade.teacher_of(node), ", ".join(cascade.plans_of(node)),
+                  status(node)) for number, node in enumerate(cascade.stages, 1)]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [f"cascade {cascade.source} -> {recipe.output}", f"Teachers, smallest first: {chain}", ""]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
