@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,6 +24,12 @@ from llava_ckd.errors import UserError
 from llava_ckd.models.parts import PARTS
 from llava_ckd.models.source import ModelSource, Strict
 from llava_ckd.options import hint, options
+
+
+@cache
+def installed(package: str) -> bool:
+    """Whether a tracker's package (named as the tracker) is importable; asked once per process."""
+    return find_spec(package) is not None
 
 
 class ConfigError(UserError, ValueError):
@@ -165,7 +172,7 @@ class StageConfig(Strict):
     @field_validator("report_to")
     @classmethod
     def _installed(cls, report_to: tuple[str, ...]) -> tuple[str, ...]:
-        if missing := [name for name in report_to if find_spec(name) is None]:  # each tracker's package: its name
+        if missing := [name for name in report_to if not installed(name)]:
             raise ValueError(f"{', '.join(missing)} not installed (pip install {' '.join(missing)}), or leave it out")
         return report_to
 

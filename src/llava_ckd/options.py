@@ -24,16 +24,22 @@ class Option:
     help: str
 
 
-def _members(annotation) -> list:
-    """The types a field can hold, through Optional, unions, Annotated and tuples of items."""
+def _alternatives(annotation) -> list:
+    """The types a field can hold, through Optional, unions and Annotated."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _members(typing.get_args(annotation)[0])
+        return _alternatives(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return [member for arg in typing.get_args(annotation) for member in _members(arg)]
-    if origin is tuple:
-        return [member for arg in typing.get_args(annotation) if arg is not Ellipsis for member in _members(arg)]
+        return [alternative for arg in typing.get_args(annotation) for alternative in _alternatives(arg)]
     return [annotation]
+
+
+def _members(annotation) -> list:
+    """The alternatives, with a tuple's items in place of the tuple."""
+    return [member for alternative in _alternatives(annotation)
+            for member in ([item for arg in typing.get_args(alternative) if arg is not Ellipsis
+                            for item in _alternatives(arg)] if typing.get_origin(alternative) is tuple
+                           else [alternative])]
 
 
 def _models(annotation) -> list[type[BaseModel]]:
@@ -97,7 +103,7 @@ def options(model: type[BaseModel], prefix: str = "", claimed: set | None = None
         models = _models(field.annotation)
         help_text = " ".join((field.description or (models[0].__doc__ if len(models) == 1 else "") or "").split())
         rows.append(Option(dotted, type_text(field.annotation), _default_text(field), help_text))
-        inner = dotted + ("[]" if tuple in map(typing.get_origin, _containers(field.annotation)) else "") + "."
+        inner = dotted + ("[]" if tuple in map(typing.get_origin, _alternatives(field.annotation)) else "") + "."
         expanded = [member for member in models if member in here
                      and not any(issubclass(other, member) for other in claimed - {member})]
         here -= set(expanded)
@@ -106,15 +112,6 @@ def options(model: type[BaseModel], prefix: str = "", claimed: set | None = None
         elif expanded:
             rows.extend(_union_rows(expanded, inner, claimed))
     return rows
-
-
-def _containers(annotation) -> list:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _containers(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [inner for arg in typing.get_args(annotation) for inner in _containers(arg)]
-    return [annotation]
 
 
 def _union_rows(models: list[type[BaseModel]], inner: str, claimed: set) -> list[Option]:

@@ -18,7 +18,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 from PIL import Image
@@ -276,7 +276,7 @@ class ConversationEncoder:
         return check.size
 
     def know_images(self, checks: dict[Path, ImageCheck]) -> None:
-        """Checks made beforehand (`check_images`, over several processes)."""
+        """Checks made beforehand (`check_images`, on several threads)."""
         self._images.update(checks)
 
     def expansion(self, path: Path) -> str:
@@ -322,8 +322,12 @@ class ConversationEncoder:
                 return tokens_and_labels(self.tokenizer, expanded, moved)
         return ids, labels
 
+    @cached_property
+    def added_tokens(self) -> frozenset[str]:
+        return frozenset(self.tokenizer.get_added_vocab())
+
     def bounded_by_added_tokens(self, expansion: str) -> bool:
-        added = self.tokenizer.get_added_vocab()
+        added = self.added_tokens
         return (self.image_token in added and any(expansion.startswith(token) for token in added)
                 and any(expansion.endswith(token) for token in added))
 
