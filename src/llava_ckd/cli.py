@@ -91,7 +91,8 @@ def _study(args: argparse.Namespace) -> None:
     from llava_ckd.study.run import run_study
 
     out = run_study(Path(args.recipe), list(range(args.seeds)), args.teacher_sets, args.workers,
-                    Path(args.out) if args.out else None, layouts=not args.no_layouts)
+                    Path(args.out) if args.out else None, layouts=not args.no_layouts,
+                    with_sub_chains=args.sub_chains, plans=tuple(args.plans.split(",")) if args.plans else None)
     print((out / "summary.md").read_text())
     print(f"summary.json, gap.png and plans.png in {out}")
 
@@ -295,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--no-layouts", action="store_true",
                        help="leave out bottom-up's extra layouts (the paper's per-Teacher budget, the continued "
                        "schedule); their finished stages stay in the store")
+    study.add_argument("--sub-chains", action="store_true",
+                       help="also bottom-up through every other choice of the smaller Teachers ending at the largest "
+                       "(the candidates of `plan --suggest-chain`), each within the same Student budget")
+    study.add_argument("--plans", metavar="P,...", help="run only these of the recipe's plans over the whole chain")
     study.set_defaults(handler=_study)
 
     cache = commands.add_parser("cache-teacher",

@@ -102,14 +102,19 @@ def run_task(task: Task, logs: Path) -> tuple[str, float]:
 
 
 def run_study(recipe_path: Path, seeds: list[int], teacher_sets: int = 1, workers: int = 2,
-              out: Path | None = None, layouts: bool = True) -> Path:
+              out: Path | None = None, layouts: bool = True, with_sub_chains: bool = False,
+              plans: tuple[str, ...] | None = None) -> Path:
     """Run the study of `recipe_path` and write OUT/summary.json, summary.md and the plots; returns OUT.
 
-    `layouts`: also the paper's per-Teacher budget and the continued schedule for bottom-up."""
+    `layouts`: also the paper's per-Teacher budget and the continued schedule for bottom-up;
+    `with_sub_chains`: also bottom-up through every other choice of Teachers ending at the largest;
+    `plans`: those of the recipe's plans the whole chain runs (default: all)."""
     recipe_path = Path(recipe_path)
     recipe = load_recipe(recipe_path)
+    if plans and (unknown := [plan for plan in plans if plan not in recipe.plans]):
+        raise UserError(f"--plans: {', '.join(unknown)} not among the recipe's plans ({', '.join(recipe.plans)})")
     root = Path(out) if out else recipe.output
-    jobs = write_jobs(read_yaml(recipe_path), recipe, seeds, teacher_sets, root, layouts)
+    jobs = write_jobs(read_yaml(recipe_path), recipe, seeds, teacher_sets, root, layouts, with_sub_chains, plans)
     cascades = {job.recipe: plan_cascade(job.recipe) for job in jobs}   # every recipe checked before training
     tasks = teacher_tasks(jobs, cascades) + cascade_tasks(jobs)
     threads = max(1, (os.cpu_count() or 1) // workers)

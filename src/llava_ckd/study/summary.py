@@ -23,7 +23,7 @@ from llava_ckd.data.synthetic import majority_baseline
 from llava_ckd.eval.run import IMAGE_USES, VISION_MARGIN, evaluate
 from llava_ckd.study.plots import plot_gap_curve, plot_plans
 from llava_ckd.study.stats import describe, paired
-from llava_ckd.study.variants import CHAIN, CONTINUED, PER_TEACHER, Job
+from llava_ckd.study.variants import CHAIN, CONTINUED, PER_TEACHER, SUB_CHAIN, Job, Variant
 from llava_ckd.train.stage import numbered_checkpoints
 
 PLATEAU_FRACTION = 0.75
@@ -76,15 +76,17 @@ def student_steps(cascade: Cascade, plan: str) -> int:
                if node.model == STUDENT and from_distilling_template(cascade, node))
 
 
-def row_label(variant: str, plan: str, teacher: str | None, teacher_set: int, budget_steps: int) -> str:
-    if variant == PER_TEACHER:
+def row_label(variant: Variant, plan: str, budget_steps: int) -> str:
+    if variant.name == PER_TEACHER:
         return f"bottom-up, each Teacher {budget_steps} steps (paper layout)"
-    if variant == CONTINUED:
+    if variant.name == CONTINUED:
         return "bottom-up, one schedule over the chain"
-    if variant == CHAIN:
+    if variant.name == CHAIN:
         return plan
-    label = f"direct from {teacher}"
-    return label + (f" (Teacher set {teacher_set})" if teacher_set else "")
+    if variant.name.startswith(SUB_CHAIN):
+        return "bottom-up " + " → ".join(variant.chain)
+    label = f"direct from {variant.chain[-1]}"
+    return label + (f" (Teacher set {variant.teacher_set})" if variant.teacher_set else "")
 
 
 def collect_rows(jobs: list[Job], cascades: dict[Path, Cascade]) -> list[Row]:
@@ -99,7 +101,7 @@ def collect_rows(jobs: list[Job], cascades: dict[Path, Cascade]) -> list[Row]:
                 teacher = None if plan == "none" else job.variant.chain[-1]
                 steps = student_steps(cascade, plan)
                 budget = steps // len(job.variant.chain)
-                rows[key] = Row(row_label(job.variant.name, plan, teacher, job.variant.teacher_set, budget),
+                rows[key] = Row(row_label(job.variant, plan, budget),
                                 job.variant.name, plan, teacher, job.variant.teacher_set, steps, {}, {}, {}, {})
             rows[key].accuracy[job.seed] = result["accuracy"]
             rows[key].categories[job.seed] = result.get("categories", {})

@@ -8,6 +8,9 @@ For every Student seed s (the seed of each of the Student's stages: its initiali
                         one budget per plan);
   bottom-up-continued   bottom-up under one learning-rate schedule over its distillations (when the recipe's
                         are fresh per stage).
+  bottom-up-via-<T...>  with `sub_chains`: bottom-up through each other ascending choice of the smaller Teachers,
+                        always ending at the largest (`llava-ckd plan --suggest-chain`'s candidates), each within
+                        the same Student budget.
 For Teacher set t >= 1 (Teachers retrained with seed t), `direct-<T1>` again: how much the Teacher's own
 training moves the Student.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import yaml
@@ -28,6 +32,7 @@ from llava_ckd.cascade.recipe import Recipe
 CHAIN = "chain"
 PER_TEACHER = "bottom-up-per-teacher"
 CONTINUED = "bottom-up-continued"
+SUB_CHAIN = "bottom-up-via-"
 
 
 @dataclass(frozen=True)
@@ -51,18 +56,32 @@ def direct_name(teacher: str) -> str:
     return f"direct-{teacher}"
 
 
+def sub_chain_name(chain: tuple[str, ...]) -> str:
+    return SUB_CHAIN + "-".join(chain)
+
+
+def sub_chains(chain: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every ascending choice of Teachers that ends at the largest, but for the direct route and the whole chain."""
+    smaller = chain[:-1]
+    return [kept + chain[-1:] for size in range(1, len(smaller)) for kept in combinations(smaller, size)]
+
+
 def teacher_set_name(teacher: str, teacher_set: int) -> str:
     return f"{direct_name(teacher)}-teachers-{teacher_set}"
 
 
-def variants(recipe: Recipe, teacher_sets: int, layouts: bool = True) -> list[Variant]:
+def variants(recipe: Recipe, teacher_sets: int, layouts: bool = True, with_sub_chains: bool = False,
+             plans: tuple[str, ...] | None = None) -> list[Variant]:
+    """`plans`: those of the recipe's plans the whole chain runs (default: all)."""
     chain = recipe.chain
-    found = [Variant(CHAIN, chain, tuple(recipe.plans), {})]
+    found = [Variant(CHAIN, chain, plans or tuple(recipe.plans), {})]
     found += [Variant(direct_name(teacher), chain[: index + 1], ("direct",), {})
               for index, teacher in enumerate(chain[:-1])]
     distilling = [stage for stage in recipe.stages if stage.kind == "distill"]
     splits_budget = distilling and all(stage.budget == "per-plan" for stage in distilling)
-    if layouts and "bottom-up" in recipe.plans and len(chain) > 1 and splits_budget:
+    if with_sub_chains:
+        found += [Variant(sub_chain_name(kept), kept, ("bottom-up",), {}) for kept in sub_chains(chain)]
+    if layouts and "bottom-up" in found[0].plans and len(chain) > 1 and splits_budget:
         found.append(Variant(PER_TEACHER, chain, ("bottom-up",), {"budget": "per-teacher", "chain_schedule": "fresh"}))
         if all(stage.chain_schedule in (None, "fresh") for stage in distilling):
             found.append(Variant(CONTINUED, chain, ("bottom-up",), {"chain_schedule": "continued"}))
@@ -93,10 +112,10 @@ def derived_recipe(raw: dict, recipe: Recipe, variant: Variant, seed: int, outpu
 
 
 def write_jobs(raw: dict, recipe: Recipe, seeds: list[int], teacher_sets: int, root: Path,
-               layouts: bool = True) -> list[Job]:
+               layouts: bool = True, with_sub_chains: bool = False, plans: tuple[str, ...] | None = None) -> list[Job]:
     """Every (variant, seed) cascade of the study, its recipe written under `root/recipes/`."""
     jobs = []
-    for variant in variants(recipe, teacher_sets, layouts):
+    for variant in variants(recipe, teacher_sets, layouts, with_sub_chains, plans):
         for seed in seeds:
             output = root / "cascades" / variant.name / f"seed-{seed}"
             path = root / "recipes" / f"{variant.name}-seed-{seed}.yaml"
