@@ -81,6 +81,22 @@ def test_plans_share_stages_identified_by_content(make_cascade):
     assert len({node.directory for node in together.stages}) == 11
 
 
+def test_a_teacher_is_the_same_stages_wherever_it_stands_in_the_chain(make_cascade, tokenizer_dir):
+    """A study's sub-chains drop Teachers from the middle of the list: the Teachers left keep their stages."""
+    def teacher(name, preset):
+        return {"name": name, "model": {"preset": preset, "tokenizer": str(tokenizer_dir)}}
+
+    whole = make_cascade(plans=["bottom-up"], teachers=[teacher("a", "tiny-student"), teacher("b", "tiny-ta"),
+                                                         teacher("c", "tiny-teacher")])
+    without_a = make_cascade(plans=["bottom-up"], teachers=[teacher("b", "tiny-ta"), teacher("c", "tiny-teacher")])
+
+    def teacher_stages(cascade):
+        return {cascade.name(node): node.hash for node in cascade.stages if node.model != "student"}
+
+    kept = teacher_stages(without_a)
+    assert kept and {name: teacher_stages(whole)[name] for name in kept} == kept
+
+
 def test_overrides_select_stages_by_plan_and_model(make_cascade):
     cascade = make_cascade(overrides=[
         {"stage": "sft", "plan": "direct", "model": "student", "set": {"max_steps": 9}},

@@ -50,7 +50,7 @@ def test_manifests_record_each_stage_and_the_cascade(make_cascade, fake_training
     assert manifest["checkpoint"] == str(node.output) and manifest["metrics"] == {"global_step": 2}
     assert set(manifest["external_files"]) == {"data.conversations", "data.images"}
     first = json.loads((by_name["student/pretrain"].directory / "manifest.json").read_text())
-    assert set(first["external_files"]) == {"data.conversations", "data.images", "student.tokenizer"}
+    assert set(first["external_files"]) == {"data.conversations", "data.images", "model.tokenizer"}
 
     summary = json.loads((cascade.recipe.output / "cascade.json").read_text())
     assert summary["plans"]["top-down"]["student"] == "top-down/student/dft-from-tiny-ta"

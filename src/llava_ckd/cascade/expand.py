@@ -258,8 +258,10 @@ class Expander:
             return {"path": path_of(model), "dtype": self.origin(of).source.dtype}
         return model.model_dump(mode="json", exclude_none=True)
 
-    def external_files(self, model: Node | ModelSource, of: str) -> dict[str, object]:
-        return {} if isinstance(model, Node) else self.source_files(model, self.origin(of).where)
+    def external_files(self, model: Node | ModelSource, of: str, role: str) -> dict[str, object]:
+        """The fingerprints of a recipe model's folders, keyed by the role they play in the stage (`model`,
+        `teacher`), not by where the recipe names them: a Teacher is the same input wherever it stands in a chain."""
+        return {} if isinstance(model, Node) else self.source_files(model, self.origin(of).where, role)
 
     def stage(self, plan: str, model: str, step: str, fields: dict, start: Node | ModelSource,
               teacher: TeacherInput | None = None) -> Node:
@@ -281,10 +283,10 @@ class Expander:
         upstream = (("model", start), ("teacher", teacher and teacher.model), ("signals", teacher and teacher.signals))
         inputs = {role: node for role, node in upstream if isinstance(node, Node)}
         files = self.data_files(DataConfig.model_validate(fields["data"]), f"stage {label}")
-        files |= self.external_files(start, model)
+        files |= self.external_files(start, model, "model")
         if teacher is not None:
-            files |= self.external_files(teacher.model, teacher.name)
-        hash_ = digest({"job": "stage", "config": identity, "files": files})
+            files |= self.external_files(teacher.model, teacher.name, "teacher")
+        hash_ = digest({"job": "stage", "model": model_label(model), "config": identity, "files": files})
         directory = self.recipe.stage_root / "stages" / model_label(model) / f"{step}-{hash_[:10]}"
         job = StageConfig.model_validate(config(real_path) | {"output_dir": directory})
         distilled = teacher is not None or any(node.distilled for node in inputs.values())
@@ -296,7 +298,7 @@ class Expander:
         data = reader.data
         step = f"signals-{data.conversations.stem}"
         files = self.data_files(data, f"stage {step}")
-        files |= self.external_files(teacher.model, teacher.name)
+        files |= self.external_files(teacher.model, teacher.name, "teacher")
         identity = {"teacher": self.model_reference(teacher.model, teacher.name, placeholder),
                     "images": str(data.images), "max_length": data.max_length, "top_k": top_k}
         hash_ = digest({"job": "signals", **identity, "files": files})
@@ -323,8 +325,9 @@ class Expander:
             return {"data.conversations": conversations}
         return {"data.conversations": conversations, "data.images": images_of(path, data.images)}
 
-    def source_files(self, source: ModelSource, where: str) -> dict[str, object]:
-        """Fingerprints of a model source's local folders; a hub id stands for itself."""
+    def source_files(self, source: ModelSource, where: str, role: str) -> dict[str, object]:
+        """Fingerprints of a model source's local folders under `role.field`; a hub id stands for itself. `where`:
+        the recipe field that names the source, for the message when a folder is missing."""
         files = {}
         for field in ("path", "vision", "llm", "tokenizer", "vision_init"):
             value = getattr(source, field)
@@ -332,11 +335,11 @@ class Expander:
                 continue
             folder = Path(value)
             if folder.is_dir():
-                files[f"{where}.{field}"] = folder_files(folder)
+                files[f"{role}.{field}"] = folder_files(folder)
             elif field in ("tokenizer", "vision_init") or not HUB_ID.match(str(value)):
-                files[f"{where}.{field}"] = self.absent(value, f"{where}.{field}: folder not found: {value}")
+                files[f"{role}.{field}"] = self.absent(value, f"{where}.{field}: folder not found: {value}")
             else:
-                files[f"{where}.{field}"] = str(value)
+                files[f"{role}.{field}"] = str(value)
         return files
 
 
